@@ -1,0 +1,3 @@
+from egressgw.cli.main import main
+
+main()

@@ -1,0 +1,23 @@
+"""The `egressgw` command: parse arguments, call the library, render. No logic lives here."""
+
+from __future__ import annotations
+
+import typer
+
+from egressgw.cli import explain, selector, validate
+
+app = typer.Typer(
+    name="egressgw",
+    help="Egress gateways for Kubernetes, API-compatible with Calico Enterprise.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("validate")(validate.validate)
+app.command("explain")(explain.explain)
+app.add_typer(selector.app, name="selector")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""Tests of the Calico selector language (egressgw.selector)."""
