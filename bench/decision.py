@@ -77,13 +77,12 @@ def full(resources: ResourceSet) -> tuple[float, cluster.ClusterView, dict[tuple
 
 
 def one_change(view: cluster.ClusterView, i: int) -> float:
-    pod = parsing.from_dict(_pod(i, {ann.SELECTOR: f"egress-code == 'gw-{(i * 13) % GATEWAYS}'",
-                                     ann.NAMESPACE_SELECTOR: "projectcalico.org/name == 'egw'"}))
+    pod = parsing.from_dict(_pod(i, {ann.POLICY: f"pol-{(i * 13) % POLICIES}"}))
     start = time.perf_counter()
     changed = view.with_workload(cluster.workload_from(pod))
     config = decision.egress_config(changed, changed.workloads[("ns-" + str(i % NAMESPACES), f"pod-{i}")])
     elapsed = time.perf_counter() - start
-    assert config.source is decision.Source.POD_SELECTOR
+    assert config.source is decision.Source.POD_POLICY
     return elapsed
 
 

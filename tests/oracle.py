@@ -61,7 +61,9 @@ def fdb(netns: str, device: str) -> list[dict[str, Any]]:
 
 def nft_table(netns: str, family: str, name: str) -> dict[str, Any] | None:
     """`nft -j list table`, as {"table", "chains", "rules", "sets", "maps"}; None if absent."""
-    done = _run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", family, name], check=False)
+    done = _run(
+        ["ip", "netns", "exec", netns, "nft", "-j", "list", "table", family, name], check=False
+    )
     if done.returncode:
         return None
     items = json.loads(done.stdout)["nftables"]
@@ -82,7 +84,11 @@ def nft_table(netns: str, family: str, name: str) -> dict[str, Any] | None:
 
 def nft_tables(netns: str) -> list[tuple[str, str]]:
     out = _run(["ip", "netns", "exec", netns, "nft", "-j", "list", "tables"]).stdout
-    return [(t["table"]["family"], t["table"]["name"]) for t in json.loads(out)["nftables"] if "table" in t]
+    return [
+        (t["table"]["family"], t["table"]["name"])
+        for t in json.loads(out)["nftables"]
+        if "table" in t
+    ]
 
 
 def sysctl(netns: str, key: str) -> str:
@@ -103,12 +109,16 @@ def snapshot(netns: str, tables: list[int]) -> dict[str, Any]:
 
 
 @contextmanager
-def monitor(netns: str, what: tuple[str, ...] = ("link", "route", "rule", "nexthop", "neigh")) -> Iterator[list[str]]:
+def monitor(
+    netns: str, what: tuple[str, ...] = ("link", "route", "rule", "nexthop", "neigh")
+) -> Iterator[list[str]]:
     """Collect `ip monitor` events (and `nft monitor`'s) while the block runs."""
     events: list[str] = []
     procs = [
         subprocess.Popen(["ip", "-n", netns, "monitor", *what], stdout=subprocess.PIPE, text=True),
-        subprocess.Popen(["ip", "netns", "exec", netns, "nft", "monitor"], stdout=subprocess.PIPE, text=True),
+        subprocess.Popen(
+            ["ip", "netns", "exec", netns, "nft", "monitor"], stdout=subprocess.PIPE, text=True
+        ),
     ]
     time.sleep(0.3)  # let both subscribe before anything happens
     try:

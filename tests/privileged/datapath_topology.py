@@ -23,7 +23,9 @@ from types import TracebackType
 
 POD1, POD2 = IPv4Address("10.244.1.10"), IPv4Address("10.244.1.11")
 NODE_IP, GW_IP, ROUTER = IPv4Address("172.18.0.11"), IPv4Address("172.18.0.50"), "172.18.0.1"
-VIA_GATEWAY, DIRECT, DROPPED = (IPv4Address(a) for a in ("203.0.113.10", "198.51.100.10", "192.0.2.10"))
+VIA_GATEWAY, DIRECT, DROPPED = (
+    IPv4Address(a) for a in ("203.0.113.10", "198.51.100.10", "192.0.2.10")
+)
 ECHO_PORT = 7007
 
 ECHO_SERVER = r"""
@@ -97,7 +99,19 @@ class Topology:
 
     def _pods(self) -> None:
         for index, (pod, address) in enumerate((("pod1", POD1), ("pod2", POD2)), start=1):
-            self.ip(pod, "link", "add", "eth0", "type", "veth", "peer", "name", f"cali{index}", "netns", self.ns("node"))
+            self.ip(
+                pod,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"cali{index}",
+                "netns",
+                self.ns("node"),
+            )
             self.ip(pod, "addr", "add", f"{address}/32", "dev", "eth0")
             self.ip(pod, "link", "set", "eth0", "up")
             self.ip(pod, "route", "add", "169.254.1.1", "dev", "eth0")
@@ -111,12 +125,36 @@ class Topology:
         self.ip("vpc", "addr", "add", f"{ROUTER}/24", "dev", "br0")
         self.ip("vpc", "link", "set", "br0", "up")
         for role, address in (("node", NODE_IP), ("gw", GW_IP)):
-            self.ip(role, "link", "add", "eth0", "type", "veth", "peer", "name", role, "netns", self.ns("vpc"))
+            self.ip(
+                role,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                role,
+                "netns",
+                self.ns("vpc"),
+            )
             self.ip("vpc", "link", "set", role, "master", "br0", "up")
             self.ip(role, "addr", "add", f"{address}/24", "dev", "eth0")
             self.ip(role, "link", "set", "eth0", "up")
             self.ip(role, "route", "add", "default", "via", ROUTER)
-        self.ip("inet", "link", "add", "eth0", "type", "veth", "peer", "name", "inet", "netns", self.ns("vpc"))
+        self.ip(
+            "inet",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "inet",
+            "netns",
+            self.ns("vpc"),
+        )
         self.ip("inet", "link", "set", "eth0", "up")
         self.ip("vpc", "link", "set", "inet", "up")
         for address in (VIA_GATEWAY, DIRECT, DROPPED):
@@ -143,8 +181,20 @@ class Topology:
 
     def connect(self, pod: str, target: IPv4Address) -> Connection:
         """A long-lived connection to the echo server (ask it, as often as wanted)."""
-        argv = ["ip", "netns", "exec", self.ns(pod), sys.executable, "-c", ECHO_CLIENT, str(target), str(ECHO_PORT)]
-        return Connection(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.ns(pod),
+            sys.executable,
+            "-c",
+            ECHO_CLIENT,
+            str(target),
+            str(ECHO_PORT),
+        ]
+        return Connection(
+            subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        )
 
     def iperf(self, pod: str, target: IPv4Address, seconds: int = 3) -> float:
         """Single-stream TCP throughput from `pod` to `target`, in Gbit/s."""

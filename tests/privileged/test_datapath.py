@@ -58,7 +58,9 @@ def node_plan(mode: str, classified: bool = True) -> NodePlan:
 def gateway_plan(mode: str) -> GatewayPlan:
     if mode == "native":
         return GatewayPlan(GW_IP, GW_IP, native=True)
-    return GatewayPlan(GW_IP, GW_IP, vxlan=GatewayVxlan(1450), return_routes=(ReturnRoute(POD_CIDR, NODE_IP),))
+    return GatewayPlan(
+        GW_IP, GW_IP, vxlan=GatewayVxlan(1450), return_routes=(ReturnRoute(POD_CIDR, NODE_IP),)
+    )
 
 
 def apply_node(lab: Topology, plan: NodePlan) -> None:

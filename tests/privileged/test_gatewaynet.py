@@ -36,7 +36,9 @@ def pod(netns: str) -> Iterator[str]:
 
 def gateway(*returns: tuple[str, IPv4Address], native: bool = False) -> GatewayPlan:
     routes = tuple(ReturnRoute(N(dst), node) for dst, node in returns)
-    return GatewayPlan(POD_IP, POD_IP, vxlan=GatewayVxlan(1450), native=native, return_routes=routes)
+    return GatewayPlan(
+        POD_IP, POD_IP, vxlan=GatewayVxlan(1450), native=native, return_routes=routes
+    )
 
 
 def ours(netns: str) -> dict[str, dict]:
@@ -93,7 +95,9 @@ def test_native_mode_snats_traffic_arriving_on_the_uplink(pod: str) -> None:
     GatewayNet(pod).apply(GatewayPlan(POD_IP, A("172.18.0.60"), native=True))
     view = oracle.nft_table(pod, "inet", "egressgw_gw")
     snat = next(r for r in view["rules"] if r["chain"] == "postrouting")
-    assert {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}} in snat["expr"]
+    assert {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}} in snat[
+        "expr"
+    ]
     assert {"snat": {"family": "ip", "addr": "172.18.0.60"}} in snat["expr"]
     assert oracle.link(pod, "vxlan0") is None
 

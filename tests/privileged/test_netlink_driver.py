@@ -60,7 +60,9 @@ def policy_table(slot: int, gateways: tuple[IPv4Address, ...] = (GW1, GW2)) -> E
 
 
 def vxlan_plan(*tables: EgressTable) -> NodePlan:
-    marks = tuple(Classification(f"cali{t.slot}", A(f"10.244.1.{t.slot + 10}"), t.slot) for t in tables)
+    marks = tuple(
+        Classification(f"cali{t.slot}", A(f"10.244.1.{t.slot + 10}"), t.slot) for t in tables
+    )
     return NodePlan(SETTINGS, CLUSTER, tables, marks, VxlanSettings(NODE_IP, 1450, "eth0"))
 
 
@@ -68,7 +70,9 @@ def by_dst(routes: list[dict]) -> dict[tuple[str, str], dict]:
     return {(r.get("type", "unicast"), r["dst"]): r for r in routes}
 
 
-def test_vxlan_plan_creates_rules_tables_groups_and_device(driver: NetlinkRouting, node: str) -> None:
+def test_vxlan_plan_creates_rules_tables_groups_and_device(
+    driver: NetlinkRouting, node: str
+) -> None:
     stats = driver.apply(vxlan_plan(policy_table(0), policy_table(4, (GW3,))))
     assert stats.errors == ()
 
@@ -95,7 +99,10 @@ def test_vxlan_plan_creates_rules_tables_groups_and_device(driver: NetlinkRoutin
     group = nexthops[table[("unicast", "default")]["nhid"]]
     assert group["type"] == "resilient" and group["resilient_args"]["buckets"] == 128
     members = [nexthops[m["id"]] for m in group["group"]]
-    assert {(m["gateway"], m["dev"]) for m in members} == {(str(GW1), "egress.egw"), (str(GW2), "egress.egw")}
+    assert {(m["gateway"], m["dev"]) for m in members} == {
+        (str(GW1), "egress.egw"),
+        (str(GW2), "egress.egw"),
+    }
     assert all("onlink" in m["flags"] and m["protocol"] == "66" for m in members)
 
     dev = oracle.link(node, "egress.egw")
@@ -172,8 +179,23 @@ def test_objects_that_are_not_ours_survive(driver: NetlinkRouting, node: str) ->
     sh(node, "route", "add", "203.0.113.0/24", "via", "172.18.0.1", "table", "1000")
     sh(node, "route", "add", "203.0.113.0/24", "via", "172.18.0.1")
     sh(node, "nexthop", "add", "id", "7", "via", "172.18.0.1", "dev", "eth0")
-    sh(node, "nexthop", "add", "id", str(0x45470000), "via", "172.18.0.2", "dev", "eth0")  # our range
-    sh(node, "link", "add", "vx9", "type", "vxlan", "id", "9", "dstport", "4789", "local", "172.18.0.11")
+    sh(
+        node, "nexthop", "add", "id", str(0x45470000), "via", "172.18.0.2", "dev", "eth0"
+    )  # our range
+    sh(
+        node,
+        "link",
+        "add",
+        "vx9",
+        "type",
+        "vxlan",
+        "id",
+        "9",
+        "dstport",
+        "4789",
+        "local",
+        "172.18.0.11",
+    )
     foreign = oracle.snapshot(node, [1000])
 
     driver.apply(vxlan_plan(policy_table(0)))
@@ -218,7 +240,11 @@ def test_switching_transport_and_emptying_the_plan(driver: NetlinkRouting, node:
 def tx_checksumming(netns: str, device: str) -> str:
     out = subprocess.run(["ip", "netns", "exec", netns, "ethtool", "-k", device],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    return next(line.split(":")[1].split()[0] for line in out.splitlines() if line.startswith("tx-checksumming"))
+    return next(
+        line.split(":")[1].split()[0]
+        for line in out.splitlines()
+        if line.startswith("tx-checksumming")
+    )
 
 
 def test_tx_checksum_offload_is_kept_on(driver: NetlinkRouting, node: str) -> None:

@@ -33,12 +33,16 @@ def table(slot: int) -> EgressTable:
 
 def pods(count: int, slot: int, first: int = 0) -> tuple[Classification, ...]:
     return tuple(
-        Classification(f"cali{i % 250:05d}", A(f"10.{(i >> 16) % 256}.{(i >> 8) % 256}.{i % 256}"), slot)
+        Classification(
+            f"cali{i % 250:05d}", A(f"10.{(i >> 16) % 256}.{(i >> 8) % 256}.{i % 256}"), slot
+        )
         for i in range(first, first + count)
     )
 
 
-def plan(marks: tuple[Classification, ...], slots: tuple[int, ...] = (0, 2), cluster=CLUSTER) -> NodePlan:
+def plan(
+    marks: tuple[Classification, ...], slots: tuple[int, ...] = (0, 2), cluster=CLUSTER
+) -> NodePlan:
     return NodePlan(SETTINGS, cluster, tuple(map(table, slots)), marks, VXLAN)
 
 
@@ -82,18 +86,27 @@ def test_restarted_driver_applying_the_same_plan_changes_nothing(netns: str) -> 
 def test_element_changes_are_incremental(netns: str) -> None:
     driver = NodeNftables(netns)
     driver.apply(plan(pods(50, 0)))
-    handles = {name: c["handle"] for name, c in oracle.nft_table(netns, "inet", "egressgw")["chains"].items()}
+    handles = {
+        name: c["handle"]
+        for name, c in oracle.nft_table(netns, "inet", "egressgw")["chains"].items()
+    }
     moved = tuple(Classification(c.iifname, c.source, 2) for c in pods(10, 0))
     stats = driver.apply(plan(moved + pods(40, 0, first=10) + pods(5, 0, first=100), slots=(0, 2)))
     assert stats.errors == () and (stats.added, stats.removed) == (15, 10)
     view = oracle.nft_table(netns, "inet", "egressgw")
     assert {name: c["handle"] for name, c in view["chains"].items()} == handles
     classify = {e[0]["concat"][1]: e[1]["goto"]["target"] for e in elements(netns, "classify4")}
-    assert classify["10.0.0.0"] == "slot_2" and classify["10.0.0.10"] == "slot_0" and len(classify) == 55
+    assert (
+        classify["10.0.0.0"] == "slot_2"
+        and classify["10.0.0.10"] == "slot_0"
+        and len(classify) == 55
+    )
 
     driver.apply(plan(moved, slots=(2,), cluster=CLUSTER[:1]))
     view = oracle.nft_table(netns, "inet", "egressgw")
-    assert "slot_0" not in view["chains"] and view["chains"]["slot_2"]["handle"] == handles["slot_2"]
+    assert (
+        "slot_0" not in view["chains"] and view["chains"]["slot_2"]["handle"] == handles["slot_2"]
+    )
     assert elements(netns, "cluster4") == [{"prefix": {"addr": "10.244.0.0", "len": 16}}]
 
 
@@ -129,7 +142,9 @@ def test_drift_behind_our_back_is_repaired(netns: str) -> None:
 
 
 def test_foreign_tables_survive(netns: str) -> None:
-    subprocess.run(["ip", "netns", "exec", netns, "nft", "add", "table", "inet", "other"], check=True)
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "add", "table", "inet", "other"], check=True
+    )
     driver = NodeNftables(netns)
     driver.apply(plan(pods(5, 0)))
     driver.remove()

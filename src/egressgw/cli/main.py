@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from egressgw.cli import explain, selector, validate
+from egressgw.cli import daemons, explain, selector, validate
 
 app = typer.Typer(
     name="egressgw",
@@ -16,6 +16,9 @@ app = typer.Typer(
 app.command("validate")(validate.validate)
 app.command("explain")(explain.explain)
 app.add_typer(selector.app, name="selector")
+app.command("controller")(daemons.controller)
+app.command("agent")(daemons.agent)
+app.command("gateway")(daemons.gateway)
 
 
 def main() -> None:

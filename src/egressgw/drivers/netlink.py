@@ -26,7 +26,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from egressgw.drivers import netns as ns
 from egressgw.drivers import offload
-from egressgw.drivers.rtnl import KernelRoute, Link, Nexthop, Rtnl
+from egressgw.drivers.rtnl import Rtnl
+from egressgw.drivers.rtnlmsg import KernelRoute, Link, Nexthop
 from egressgw.plan import ownership
 from egressgw.plan.dataplane import ApplyStats, NodePlan
 from egressgw.plan.routing import (
@@ -159,7 +160,13 @@ def _ensure_tx_checksum(p: _Pass, netns: str | None, device: str) -> None:
         p.errors.append(f"read offloads of {device}: {err}")
         return
     if not on:
-        p.do(f"enable tx checksumming on {device}", "changed", offload.enable_tx_checksum, netns, device)
+        p.do(
+            f"enable tx checksumming on {device}",
+            "changed",
+            offload.enable_tx_checksum,
+            netns,
+            device,
+        )
 
 
 def _ensure_sysctls(p: _Pass, netns: str | None, wanted: Iterable[Sysctl]) -> None:
@@ -227,8 +234,12 @@ class _RouteSync:
             if hop.device not in self.index:
                 self.p.errors.append(f"route {route.key}: no device {hop.device}")
                 return None
-            return _replace(base, gateway=hop.gateway, oif=self.index[hop.device], onlink=hop.onlink)
-        members = [self.nexthops.member(hop, self.index.get(hop.device)) for hop in sorted(route.hops)]
+            return _replace(
+                base, gateway=hop.gateway, oif=self.index[hop.device], onlink=hop.onlink
+            )
+        members = [
+            self.nexthops.member(hop, self.index.get(hop.device)) for hop in sorted(route.hops)
+        ]
         present = tuple(sorted(m for m in members if m is not None))
         group = self.nexthops.group(self.current.get(route.key), present) if present else None
         return _replace(base, nhid=group) if group is not None else None
@@ -370,7 +381,9 @@ class NetlinkRouting:
         values = ns.read_sysctls(self.netns, keys)
         return RoutingState(
             link=ours.vxlan,
-            neighbours=frozenset(Neighbour(ours.name, a, m) for a, m in rt.neighbours(ours.index).items()),
+            neighbours=frozenset(
+                Neighbour(ours.name, a, m) for a, m in rt.neighbours(ours.index).items()
+            ),
             fdb=frozenset(FdbEntry(ours.name, m, d) for m, d in rt.fdb(ours.index)),
             rules=state.rules,
             routes=routes,
@@ -381,10 +394,16 @@ class NetlinkRouting:
 def _hops_by_id(nexthops: list[Nexthop], names: dict[int, str]) -> dict[int, frozenset[Hop]]:
     members = {nh.id: Hop(nh.gateway, names.get(nh.oif, ""), nh.onlink)
                for nh in nexthops if nh.gateway is not None}  # fmt: skip
-    groups = {nh.id: frozenset(members[m] for m in nh.group if m in members) for nh in nexthops if nh.group}
+    groups = {
+        nh.id: frozenset(members[m] for m in nh.group if m in members)
+        for nh in nexthops
+        if nh.group
+    }
     return {nhid: frozenset({hop}) for nhid, hop in members.items()} | groups
 
 
 def _route_of(route: KernelRoute, hops: dict[int, frozenset[Hop]]) -> Route:
     kind = route.type or RouteType.UNICAST
-    return Route(route.table, route.destination, kind, route.metric, hops.get(route.nhid, frozenset()))
+    return Route(
+        route.table, route.destination, kind, route.metric, hops.get(route.nhid, frozenset())
+    )

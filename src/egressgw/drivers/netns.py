@@ -58,9 +58,13 @@ def _enter(netns: str) -> None:
         os.close(fd)
 
 
-def run(netns: str | None, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    netns: str | None, argv: list[str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command to completion inside `netns`; the caller checks the return code."""
-    return in_netns(netns, lambda: subprocess.run(argv, input=stdin, capture_output=True, text=True))
+    return in_netns(
+        netns, lambda: subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    )
 
 
 def read_sysctls(netns: str | None, keys: Iterable[str]) -> dict[str, str | None]:

@@ -63,14 +63,6 @@ class Nft:
         return listing
 
 
-def _stats(old: NftState | None, new: NftState, replaced: bool) -> ApplyStats:
-    before = old or NftState("", frozenset(), frozenset(), ())
-    added = len(new.classifications - before.classifications) + len(new.slots - before.slots)
-    removed = len(before.classifications - new.classifications) + len(before.slots - new.slots)
-    changed = int(replaced) + int(before.cluster != new.cluster)
-    return ApplyStats(added, removed, changed)
-
-
 class NodeNftables:
     """NftDriver for `inet egressgw` in `netns`."""
 
@@ -101,11 +93,9 @@ class NodeNftables:
     def _apply(self, plan: NodePlan) -> ApplyStats:
         current = self._written if self._written is not None else self.read(plan.routing)
         wanted = render.node_state(plan)
-        doc = render.reconcile_node(current, plan, wanted)
-        replaced = current is None or current.fingerprint != wanted.fingerprint
-        self.nft.run(doc)
+        self.nft.run(render.reconcile_node(current, plan, wanted))
         self._written = wanted
-        return _stats(current, wanted, replaced)
+        return render.changes(current, wanted)
 
     def remove(self) -> None:
         """Delete our table (explicit teardown; never called on exit)."""

@@ -22,34 +22,34 @@ elements and slot chains change.
 Gateway table `inet egressgw_gw`: SNAT to the egress IP of what it forwards out of its
 uplink, and the MSS clamp; small, always replaced whole when its fingerprint differs.
 
-Pure: JSON-shaped dicts in and out, no I/O. nft 1.0.6 keeps comments only on rules, hence the
-fingerprint chain.
+Pure: JSON-shaped dicts in and out, no I/O (the JSON vocabulary is in plan.nftjson).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, collapse_addresses, summarize_address_range
 from typing import Any
 
+from egressgw.plan import nftjson as nj
 from egressgw.plan import ownership
-from egressgw.plan.dataplane import Classification, GatewayPlan, NodePlan, RoutingSettings
+from egressgw.plan.dataplane import (
+    ApplyStats,
+    Classification,
+    GatewayPlan,
+    NodePlan,
+    RoutingSettings,
+)
 
-Json = dict[str, Any]
+Json = nj.Json
 
-SKELETON_VERSION = 1
 CLUSTER_SET = "cluster4"
 CLASSIFY_MAP = "classify4"
 RESTORE_MAP = "restore"
-FINGERPRINT_CHAIN = "fingerprint"
-FINGERPRINT_PREFIX = "egressgw "
 SLOT_CHAIN_PREFIX = "slot_"
 PRIO_MANGLE = -150
 PRIO_SRCNAT = 100
-U32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,126 +69,26 @@ def slot_chain(slot: int) -> str:
     return f"{SLOT_CHAIN_PREFIX}{slot}"
 
 
-# ---------------------------------------------------------------- expressions
-
-
-def _meta(key: str) -> Json:
-    return {"meta": {"key": key}}
-
-
-def _ct(key: str) -> Json:
-    return {"ct": {"key": key}}
-
-
-def _ip(field: str) -> Json:
-    return {"payload": {"protocol": "ip", "field": field}}
-
-
-def _match(left: Any, right: Any, op: str = "==") -> Json:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _set_bits(key: Json, mask: int, value: int) -> Json:
-    """`key set key & ~mask | value`: only our bits change."""
-    return {"mangle": {"key": key, "value": {"|": [{"&": [key, ~mask & U32]}, value]}}}
-
-
 def _goto(slot: int) -> Json:
     return {"goto": {"target": slot_chain(slot)}}
 
 
-def _mss_clamp(direction: str, device: str, mss: int) -> list[Json]:
-    tcp_mss = {"tcp option": {"name": "maxseg", "field": "size"}}
-    syn = {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "rst"]]}
-    return [
-        _match(_meta(direction), device),
-        _match(syn, "syn"),
-        _match(tcp_mss, mss, ">"),
-        {"mangle": {"key": tcp_mss, "value": mss}},
-    ]
-
-
-# ---------------------------------------------------------------- objects and commands
-
-
-class _Table:
-    """Builds commands for one of our tables."""
-
-    def __init__(self, name: str) -> None:
-        self.ref = {"family": ownership.NFT_FAMILY, "table": name}
-        self.name = name
-
-    def table(self) -> Json:
-        return {"table": {"family": ownership.NFT_FAMILY, "name": self.name}}
-
-    def chain(self, name: str, hook: tuple[str, str, int] | None = None) -> Json:
-        body: Json = {"family": ownership.NFT_FAMILY, "table": self.name, "name": name}
-        if hook is not None:
-            kind, hook_name, prio = hook
-            body |= {"type": kind, "hook": hook_name, "prio": prio, "policy": "accept"}
-        return {"chain": body}
-
-    def rule(self, chain: str, expr: list[Json], comment: str | None = None) -> Json:
-        body: Json = {**self.ref, "chain": chain, "expr": expr}
-        if comment is not None:
-            body["comment"] = comment
-        return {"rule": body}
-
-    def elements(self, name: str, elem: list[Any]) -> Json:
-        return {"element": {**self.ref, "name": name, "elem": elem}}
-
-    def named(self, kind: str, name: str, **body: Any) -> Json:
-        return {kind: {"family": ownership.NFT_FAMILY, "table": self.name, "name": name, **body}}
-
-
-def _add(obj: Json) -> Json:
-    return {"add": obj}
-
-
-def _delete(obj: Json) -> Json:
-    return {"delete": obj}
-
-
-def _flush(obj: Json) -> Json:
-    return {"flush": obj}
-
-
-def document(commands: Iterable[Json]) -> Json:
-    """The JSON document `nft -j -f -` reads: one transaction."""
-    return {"nftables": list(commands)}
-
-
-def _fingerprint(skeleton: list[Json]) -> str:
-    text = json.dumps([SKELETON_VERSION, skeleton], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _fingerprint_commands(t: _Table, skeleton: list[Json]) -> list[Json]:
-    comment = FINGERPRINT_PREFIX + _fingerprint(skeleton)
-    return [t.chain(FINGERPRINT_CHAIN), t.rule(FINGERPRINT_CHAIN, [{"accept": None}], comment)]
-
-
-def _replace_table(t: _Table, body: list[Json]) -> list[Json]:
-    """Add-delete-add: replaces the table whether or not it exists, in one transaction."""
-    return [_add(t.table()), _delete(t.table()), _add(t.table()), *map(_add, body)]
-
-
 # ---------------------------------------------------------------- node table
 
-NODE = _Table(ownership.NODE_NFT_TABLE)
+NODE = nj.Table(ownership.NODE_NFT_TABLE)
 
 
 def _node_skeleton(plan: NodePlan) -> list[Json]:
     mask = plan.routing.mark_mask
-    restore = {"vmap": {"key": {"&": [_ct("mark"), mask]}, "data": f"@{RESTORE_MAP}"}}
-    classify_key = {"concat": [_meta("iifname"), _ip("saddr")]}
-    prerouting = [[_match(_ct("direction"), "original"), restore]]
+    restore = {"vmap": {"key": {"&": [nj.ct("mark"), mask]}, "data": f"@{RESTORE_MAP}"}}
+    classify_key = {"concat": [nj.meta("iifname"), nj.ip("saddr")]}
+    prerouting = [[nj.match(nj.ct("direction"), "original"), restore]]
     if plan.vxlan is not None:
-        tunnel = _match(_meta("iifname"), plan.vxlan.device)
-        prerouting.append([tunnel, _match(_ct("direction"), "reply"), restore])
+        tunnel = nj.match(nj.meta("iifname"), plan.vxlan.device)
+        prerouting.append([tunnel, nj.match(nj.ct("direction"), "reply"), restore])
     prerouting.append([
-        _match(_ct("state"), "new", "in"),
-        _match(_ip("daddr"), f"@{CLUSTER_SET}", "!="),
+        nj.match(nj.ct("state"), "new", "in"),
+        nj.match(nj.ip("daddr"), f"@{CLUSTER_SET}", "!="),
         {"vmap": {"key": classify_key, "data": f"@{CLASSIFY_MAP}"}},
     ])  # fmt: skip
     body = [
@@ -201,21 +101,21 @@ def _node_skeleton(plan: NodePlan) -> list[Json]:
     if plan.vxlan is not None:
         body.append(NODE.chain("forward", ("filter", "forward", PRIO_MANGLE)))
         for direction in ("oifname", "iifname"):
-            clamp = _mss_clamp(direction, plan.vxlan.device, plan.vxlan.mss)
+            clamp = nj.mss_clamp(direction, plan.vxlan.device, plan.vxlan.mss)
             body.append(NODE.rule("forward", clamp))
     return body
 
 
 def node_fingerprint(plan: NodePlan) -> str:
-    return _fingerprint(_node_skeleton(plan))
+    return nj.fingerprint(_node_skeleton(plan))
 
 
 def _slot_commands(routing: RoutingSettings, slot: int) -> list[Json]:
     mark, mask, chain = routing.mark(slot), routing.mark_mask, slot_chain(slot)
     return [
         NODE.chain(chain),
-        NODE.rule(chain, [_set_bits(_meta("mark"), mask, mark)]),
-        NODE.rule(chain, [_set_bits(_ct("mark"), mask, mark)]),
+        NODE.rule(chain, [nj.set_bits(nj.meta("mark"), mask, mark)]),
+        NODE.rule(chain, [nj.set_bits(nj.ct("mark"), mask, mark)]),
     ]
 
 
@@ -250,7 +150,7 @@ def render_node(plan: NodePlan) -> Json:
     """The transaction that replaces our node table with exactly `plan`."""
     skeleton = _node_skeleton(plan)
     slots = [table.slot for table in plan.tables]
-    body = skeleton + _fingerprint_commands(NODE, skeleton)
+    body = skeleton + nj.fingerprint_commands(NODE, skeleton)
     for slot in slots:
         body += _slot_commands(plan.routing, slot)
     if plan.cluster:
@@ -259,7 +159,7 @@ def render_node(plan: NodePlan) -> Json:
         body.append(_restore_elements(plan.routing, slots, with_verdict=True))
     if plan.classifications:
         body.append(_classify_elements([c.element for c in plan.classifications], True))
-    return document(_replace_table(NODE, body))
+    return nj.document(nj.replace_table(NODE, body))
 
 
 def node_state(plan: NodePlan) -> NftState:
@@ -272,7 +172,19 @@ def node_state(plan: NodePlan) -> NftState:
     )
 
 
-def reconcile_node(current: NftState | None, plan: NodePlan, wanted: NftState | None = None) -> Json:
+def changes(old: NftState | None, new: NftState) -> ApplyStats:
+    """What going from `old` to `new` changes: entries and slots added or removed; a whole
+    table replaced and a new cluster set count as changed."""
+    before = old or NftState("", frozenset(), frozenset(), ())
+    added = len(new.classifications - before.classifications) + len(new.slots - before.slots)
+    removed = len(before.classifications - new.classifications) + len(before.slots - new.slots)
+    replaced = old is None or old.fingerprint != new.fingerprint
+    return ApplyStats(added, removed, int(replaced) + int(before.cluster != new.cluster))
+
+
+def reconcile_node(
+    current: NftState | None, plan: NodePlan, wanted: NftState | None = None
+) -> Json:
     """The smallest transaction taking `current` to `plan` (whose `node_state` the caller
     may pass as `wanted`); no commands when in sync.
 
@@ -282,48 +194,36 @@ def reconcile_node(current: NftState | None, plan: NodePlan, wanted: NftState | 
     wanted = wanted or node_state(plan)
     if current is None or current.fingerprint != wanted.fingerprint:
         return render_node(plan)
-    return document(_node_delta(current, wanted, plan.routing))
+    return nj.document(_node_delta(current, wanted, plan.routing))
 
 
 def _node_delta(old: NftState, new: NftState, routing: RoutingSettings) -> Iterator[Json]:
     added_slots, removed_slots = new.slots - old.slots, old.slots - new.slots
     for slot in sorted(added_slots):
-        yield from map(_add, _slot_commands(routing, slot))
+        yield from map(nj.add, _slot_commands(routing, slot))
     if added_slots:
-        yield _add(_restore_elements(routing, added_slots, with_verdict=True))
+        yield nj.add(_restore_elements(routing, added_slots, with_verdict=True))
     stale = old.classifications - new.classifications
     fresh = new.classifications - old.classifications
     if stale:
-        yield _delete(_classify_elements(stale, with_verdict=False))
+        yield nj.delete(_classify_elements(stale, with_verdict=False))
     if fresh:
-        yield _add(_classify_elements(fresh, with_verdict=True))
+        yield nj.add(_classify_elements(fresh, with_verdict=True))
     if old.cluster != new.cluster:
-        yield _flush(NODE.named("set", CLUSTER_SET))
+        yield nj.flush(NODE.named("set", CLUSTER_SET))
         if new.cluster:
-            yield _add(_cluster_elements(new.cluster))
+            yield nj.add(_cluster_elements(new.cluster))
     if removed_slots:
-        yield _delete(_restore_elements(routing, removed_slots, with_verdict=False))
+        yield nj.delete(_restore_elements(routing, removed_slots, with_verdict=False))
     for slot in sorted(removed_slots):
-        yield _flush(NODE.chain(slot_chain(slot)))
-        yield _delete(NODE.chain(slot_chain(slot)))
+        yield nj.flush(NODE.chain(slot_chain(slot)))
+        yield nj.delete(NODE.chain(slot_chain(slot)))
 
 
 # ---------------------------------------------------------------- reading back
 
-
-def _objects(listing: Json, kind: str) -> Iterator[Json]:
-    for item in listing.get("nftables", []):
-        if kind in item:
-            yield item[kind]
-
-
-def parse_fingerprint(listing: Json) -> str:
-    """The fingerprint recorded in a listed table, or "" if there is none."""
-    for rule in _objects(listing, "rule"):
-        comment = rule.get("comment", "")
-        if rule.get("chain") == FINGERPRINT_CHAIN and comment.startswith(FINGERPRINT_PREFIX):
-            return str(comment.removeprefix(FINGERPRINT_PREFIX))
-    return ""
+parse_fingerprint = nj.parse_fingerprint  # re-exported: the drivers' one import
+delete_table = nj.delete_table
 
 
 def _slot_of_chain(name: str) -> int | None:
@@ -333,13 +233,6 @@ def _slot_of_chain(name: str) -> int | None:
 
 def _slot_of_verdict(verdict: Json) -> int | None:
     return _slot_of_chain(str(verdict.get("goto", {}).get("target", "")))
-
-
-def _elements(listing: Json, kind: str, name: str) -> list[Any]:
-    for obj in _objects(listing, kind):
-        if obj.get("name") == name:
-            return list(obj.get("elem", []))
-    return []
 
 
 def _parse_cluster(element: Any) -> list[IPv4Network]:
@@ -357,20 +250,20 @@ def parse_node_table(listing: Json, routing: RoutingSettings) -> NftState:
     Anything it cannot account for (a slot chain without its restore element, an element
     jumping elsewhere) blanks the fingerprint, so the next apply replaces the table whole.
     """
-    chains = (_slot_of_chain(c["name"]) for c in _objects(listing, "chain"))
+    chains = (_slot_of_chain(c["name"]) for c in nj.objects(listing, "chain"))
     slots = {slot for slot in chains if slot is not None}
     restore = {routing.slot_of_mark(key): _slot_of_verdict(v)
-               for key, v in _elements(listing, "map", RESTORE_MAP)}  # fmt: skip
+               for key, v in nj.elements(listing, "map", RESTORE_MAP)}  # fmt: skip
     classifications = set()
-    for key, verdict in _elements(listing, "map", CLASSIFY_MAP):
+    for key, verdict in nj.elements(listing, "map", CLASSIFY_MAP):
         iifname, source = key["concat"]
         slot = _slot_of_verdict(verdict)
         if slot is not None:
             classifications.add((str(iifname), str(source), slot))
-    cluster = [net for e in _elements(listing, "set", CLUSTER_SET) for net in _parse_cluster(e)]
+    cluster = [net for e in nj.elements(listing, "set", CLUSTER_SET) for net in _parse_cluster(e)]
     coherent = restore == {s: s for s in slots} and all(c[2] in slots for c in classifications)
     return NftState(
-        fingerprint=parse_fingerprint(listing) if coherent else "",
+        fingerprint=nj.parse_fingerprint(listing) if coherent else "",
         slots=frozenset(slots),
         classifications=frozenset(classifications),
         cluster=tuple(collapse_addresses(cluster)),
@@ -379,44 +272,42 @@ def parse_node_table(listing: Json, routing: RoutingSettings) -> NftState:
 
 # ---------------------------------------------------------------- gateway table
 
-GATEWAY = _Table(ownership.GATEWAY_NFT_TABLE)
+GATEWAY = nj.Table(ownership.GATEWAY_NFT_TABLE)
 
 
 def _gateway_body(plan: GatewayPlan) -> list[Json]:
     ingress = sorted(
-        ([plan.vxlan.device] if plan.vxlan is not None else []) + ([plan.uplink] if plan.native else [])
+        ([plan.vxlan.device] if plan.vxlan is not None else [])
+        + ([plan.uplink] if plan.native else [])
     )
     body = [GATEWAY.chain("postrouting", ("nat", "postrouting", PRIO_SRCNAT))]
     if ingress:
         snat = {"snat": {"family": "ip", "addr": str(plan.egress_ip)}}
-        matches = [_match(_meta("iifname"), {"set": ingress}), _match(_meta("oifname"), plan.uplink)]
+        matches = [
+            nj.match(nj.meta("iifname"), {"set": ingress}),
+            nj.match(nj.meta("oifname"), plan.uplink),
+        ]
         body.append(GATEWAY.rule("postrouting", [*matches, snat]))
     if plan.vxlan is not None:
         body.append(GATEWAY.chain("forward", ("filter", "forward", PRIO_MANGLE)))
         for direction in ("iifname", "oifname"):
-            clamp = _mss_clamp(direction, plan.vxlan.device, plan.vxlan.mss)
+            clamp = nj.mss_clamp(direction, plan.vxlan.device, plan.vxlan.mss)
             body.append(GATEWAY.rule("forward", clamp))
     return body
 
 
 def gateway_fingerprint(plan: GatewayPlan) -> str:
-    return _fingerprint(_gateway_body(plan))
+    return nj.fingerprint(_gateway_body(plan))
 
 
 def render_gateway(plan: GatewayPlan) -> Json:
     """The transaction that replaces our gateway table with exactly `plan`."""
     body = _gateway_body(plan)
-    return document(_replace_table(GATEWAY, body + _fingerprint_commands(GATEWAY, body)))
+    return nj.document(nj.replace_table(GATEWAY, body + nj.fingerprint_commands(GATEWAY, body)))
 
 
 def reconcile_gateway(current_fingerprint: str | None, plan: GatewayPlan) -> Json:
     """`render_gateway(plan)` unless the listed table already has its fingerprint."""
     if current_fingerprint == gateway_fingerprint(plan):
-        return document([])
+        return nj.document([])
     return render_gateway(plan)
-
-
-def delete_table(name: str) -> Json:
-    """Remove one of our tables (explicit teardown only; nothing is flushed on exit)."""
-    t = _Table(name)
-    return document([_add(t.table()), _delete(t.table())])

@@ -223,7 +223,12 @@ def gateway_routing(plan: GatewayPlan) -> RoutingState:
     sysctls.add(Sysctl(conf(v.device, "rp_filter"), "0"))
     nodes = {r.node: ownership.node_mac(r.node) for r in plan.return_routes}
     routes = (
-        Route(MAIN_TABLE, r.destination, RouteType.UNICAST, hops=frozenset({Hop(r.node, v.device, True)}))
+        Route(
+            MAIN_TABLE,
+            r.destination,
+            RouteType.UNICAST,
+            hops=frozenset({Hop(r.node, v.device, True)}),
+        )
         for r in plan.return_routes
     )
     return RoutingState(

@@ -1,0 +1,164 @@
+"""The node agent: keeps one node's egress dataplane equal to what the cluster state says.
+
+Process loop (felix doctrine): change nothing before the first full list from the store;
+then on every change compute the plan (pure), apply it with the drivers (declarative:
+they read the kernel back and change only the difference), and hand each local gateway pod
+its plan. On start it adopts what the kernel holds: slot numbers are read back from our
+nft map, so live connections keep their marks. It never flushes anything on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from egressgw.calc import decision, nodeplan, snapshot
+from egressgw.calc.cluster import ClusterView
+from egressgw.calc.nodeplan import ConfigKey, NodeInfo
+from egressgw.drivers.netlink import NetlinkRouting, RoutingDriver
+from egressgw.drivers.nftables import NftDriver, NodeNftables
+from egressgw.model.meta import Resource
+from egressgw.model.parsing import ManifestError
+from egressgw.model.resourceset import ResourceSet
+from egressgw.plan import dataplane as dp
+from egressgw.plan.serial import gateway_to_json
+from egressgw.store.base import Store
+from egressgw.store.codec import resource_store
+from egressgw.store.resources import Informer, ResKey
+
+log = logging.getLogger("egressgw.agent")
+
+
+@dataclass
+class AgentConfig:
+    """How this agent runs."""
+
+    node: str
+    netns: str | None  # None: this process's own namespace (a hostNetwork pod)
+    transport: dp.Transport
+    gateway_dir: Path
+    underlay_mtu: int = 1500
+
+
+@dataclass
+class Agent:
+    """One node's agent; `apply_state` is the whole reconcile, callable from tests."""
+
+    config: AgentConfig
+    nft: NftDriver
+    routing: RoutingDriver
+    slots: dict[ConfigKey, int] = field(default_factory=dict)
+    adopted: bool = False
+    last_apply_ms: float = 0.0
+
+    @classmethod
+    def real(cls, config: AgentConfig) -> Agent:
+        """An agent with the kernel drivers for its namespace."""
+        return cls(config, NodeNftables(config.netns), NetlinkRouting(config.netns))
+
+    def apply_state(self, objects: Mapping[ResKey, Resource]) -> dp.ApplyStats:
+        """Compute and apply this node's plan for the cluster state `objects`."""
+        try:
+            resources = ResourceSet.build(objects.values())
+        except ManifestError as err:
+            log.error("store holds an inconsistent state; dataplane left as is: %s", err)
+            return dp.ApplyStats(errors=("inconsistent state",))
+        start = time.perf_counter()
+        nodes = _nodes(resources)
+        me = next((n for n in nodes if n.name == self.config.node), None)
+        if me is None:
+            log.warning("node %s is not in the store yet", self.config.node)
+            return dp.ApplyStats()
+        felix = resources.felix_configuration.spec
+        routing = dp.RoutingSettings(rule_priority=felix.egress_ip_routing_rule_priority)
+        view = snapshot.view_of(resources)
+        if not self.adopted:
+            self.slots = self._adopt(view, routing)
+            self.adopted = True
+        vxlan = None
+        if self.config.transport is dp.Transport.VXLAN:
+            vxlan = dp.VxlanSettings(local=me.ip, mtu=dp.vxlan_mtu(self.config.underlay_mtu),
+                                     vni=felix.egress_ip_vxlan_vni, port=felix.egress_ip_vxlan_port)
+        result = nodeplan.node_plan(view, me, nodes, routing, self.slots, vxlan)
+        for problem in result.problems:
+            log.warning("%s", problem)
+        # Routes before classification: a packet is only marked into a table that exists.
+        stats = self.routing.apply(result.plan) + self.nft.apply(result.plan)
+        self.slots = dict(result.slots)
+        self._write_gateway_plans(result.gateways)
+        self.last_apply_ms = (time.perf_counter() - start) * 1000
+        for error in stats.errors:
+            log.error("apply: %s", error)
+        log.info("applied in %.1f ms: %s", self.last_apply_ms, stats)
+        return stats
+
+    def _adopt(self, view: ClusterView, routing: dp.RoutingSettings) -> dict[ConfigKey, int]:
+        """Slots as the kernel holds them: each pod's current config keeps its old slot."""
+        held = self.nft.read(routing)
+        if held is None:
+            return {}
+        by_source = {(iif, src): slot for iif, src, slot in held.classifications}
+        adopted: dict[ConfigKey, int] = {}
+        for w in view.workloads.values():
+            if w.node != self.config.node or w.ip is None:
+                continue
+            slot = by_source.get((nodeplan.calico_ifname(w.namespace, w.name), str(w.ip)))
+            key = nodeplan.table_routes(decision.egress_config(view, w))
+            if slot is not None and key and slot not in adopted.values():
+                adopted.setdefault(key, slot)
+        log.info("adopted %d slots from the kernel", len(adopted))
+        return adopted
+
+    def _write_gateway_plans(self, plans: Mapping[tuple[str, str], dp.GatewayPlan]) -> None:
+        directory = self.config.gateway_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        wanted = {f"{ns}.{name}.json": gateway_to_json(p) for (ns, name), p in plans.items()}
+        for name, text in wanted.items():
+            path = directory / name
+            if path.exists() and path.read_text() == text:
+                continue
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        for stale in directory.glob("*.json"):
+            if stale.name not in wanted:
+                stale.unlink(missing_ok=True)
+
+
+def _nodes(resources: ResourceSet) -> list[NodeInfo]:
+    nodes = []
+    for n in resources.nodes:
+        if n.internal_ip is None:
+            continue
+        cidrs = [c for c in (n.spec.pod_cidrs if n.spec else []) if isinstance(c, IPv4Network)]
+        if n.spec is not None and isinstance(n.spec.pod_cidr, IPv4Network) and n.spec.pod_cidr not in cidrs:
+            cidrs.insert(0, n.spec.pod_cidr)
+        nodes.append(NodeInfo(n.metadata.name, n.internal_ip, tuple(cidrs)))
+    return nodes
+
+
+async def run(agent: Agent, store: Store) -> None:
+    """Follow the store forever, reconciling after each batch of changes."""
+    changed = asyncio.Event()
+    latest: dict[str, Mapping[ResKey, Resource]] = {}
+
+    async def on_change(state: Mapping[ResKey, Resource], revision: int) -> None:
+        latest["state"] = dict(state)
+        changed.set()
+
+    informer = Informer(resource_store(store), on_change, delay=0.01)
+    task = asyncio.create_task(informer.run())
+    try:
+        while True:
+            await changed.wait()
+            changed.clear()
+            await asyncio.to_thread(agent.apply_state, latest["state"])
+    finally:
+        task.cancel()
+

@@ -1,0 +1,111 @@
+"""One node's desired egress dataplane, from the egress decision.
+
+Pure. Pods on the node with the same egress configuration share one routing table (one
+slot: one mark, one table, one `ip rule`); a slot keeps its number while its configuration
+lives, so live connections' conntrack marks stay valid. Gateway pods on the node get a
+GatewayPlan each (SNAT, VXLAN endpoint, return routes to client nodes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from egressgw.calc import decision
+from egressgw.calc.cluster import ClusterView, Workload
+from egressgw.calc.gateways import GATEWAY_ANNOTATION
+from egressgw.plan import dataplane as dp
+
+ConfigKey = tuple[dp.EgressRoute, ...]
+
+
+def calico_ifname(namespace: str, name: str) -> str:
+    """The host-side veth name Calico's CNI gives a pod: `cali` + sha1("<ns>.<name>")[:11]."""
+    return "cali" + hashlib.sha1(f"{namespace}.{name}".encode()).hexdigest()[:11]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What the plan needs of a node."""
+
+    name: str
+    ip: IPv4Address
+    pod_cidrs: tuple[IPv4Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    """A node's plans and the slot assignment to carry into the next computation."""
+
+    plan: dp.NodePlan
+    gateways: Mapping[tuple[str, str], dp.GatewayPlan]  # local gateway pods by (ns, name)
+    slots: Mapping[ConfigKey, int]
+    problems: tuple[str, ...]
+
+
+def table_routes(config: decision.EgressConfig) -> ConfigKey:
+    """The kernel routes of an egress configuration, in a canonical order."""
+    routes = []
+    for route in config.routes:
+        if route.action is decision.Action.GATEWAY:
+            routes.append(dp.EgressRoute.via(route.destination, (h.ip for h in route.hops)))
+        elif route.action is decision.Action.DROP:
+            routes.append(dp.EgressRoute.unreachable(route.destination))
+        else:
+            routes.append(dp.EgressRoute.throw(route.destination))
+    return tuple(sorted(routes, key=lambda r: (r.destination.prefixlen, int(r.destination.network_address))))
+
+
+def node_plan(
+    view: ClusterView,
+    node: NodeInfo,
+    nodes: Sequence[NodeInfo],
+    routing: dp.RoutingSettings,
+    previous: Mapping[ConfigKey, int],
+    vxlan: dp.VxlanSettings | None,
+) -> NodeResult:
+    """The plan for `node`: classification and tables for its pods, plans for its gateways."""
+    local = [w for w in view.workloads.values() if w.node == node.name and w.ip is not None]
+    local.sort(key=lambda w: w.key)
+    wanted: dict[tuple[str, str], ConfigKey] = {}
+    for w in local:
+        routes = table_routes(decision.egress_config(view, w))
+        if routes:
+            wanted[w.key] = routes
+    slots = dp.assign_slots(wanted.values(), previous, routing.capacity)
+    problems = [f"{ns}/{name}: no free egress slot on {node.name} (capacity {routing.capacity})"
+                for (ns, name), key in sorted(wanted.items()) if key not in slots]
+    by_key = {w.key: w for w in local}
+    classifications = tuple(
+        dp.Classification(calico_ifname(*pod), _ip(by_key[pod]), slots[key])
+        for pod, key in sorted(wanted.items()) if key in slots
+    )
+    used = {slots[k] for k in wanted.values() if k in slots}
+    tables = tuple(dp.EgressTable(slot, key) for key, slot in sorted(slots.items(), key=lambda kv: kv[1]) if slot in used)
+    plan = dp.NodePlan(routing, view.internal, tables, classifications, vxlan)
+    gateways = {w.key: gateway_plan(w, node, nodes, vxlan) for w in local if GATEWAY_ANNOTATION in w.annotations}
+    return NodeResult(plan, gateways, {k: v for k, v in slots.items() if v in used}, tuple(problems))
+
+
+def gateway_plan(
+    pod: Workload, node: NodeInfo, nodes: Sequence[NodeInfo], vxlan: dp.VxlanSettings | None
+) -> dp.GatewayPlan:
+    """A gateway pod's plan: SNAT to its own IP; over VXLAN, replies go back the same way."""
+    address = _ip(pod)
+    if vxlan is None:
+        return dp.GatewayPlan(address=address, egress_ip=address, native=True)
+    returns = tuple(
+        dp.ReturnRoute(cidr, other.ip)
+        for other in nodes if other.name != node.name
+        for cidr in other.pod_cidrs
+    )
+    tunnel = dp.GatewayVxlan(mtu=vxlan.mtu, vni=vxlan.vni, port=vxlan.port)
+    return dp.GatewayPlan(address=address, egress_ip=address, vxlan=tunnel, native=True,
+                          return_routes=returns)
+
+
+def _ip(w: Workload) -> IPv4Address:
+    assert w.ip is not None
+    return w.ip

@@ -1,0 +1,97 @@
+"""The gateway process: one per gateway pod.
+
+It applies the plan its node's agent hands it (SNAT to its egress IP, VXLAN endpoint,
+return routes) whenever the plan file changes, and serves `/readiness` on the pod IP, port
+8080, as the reference's egressd does. It runs inside the pod's network namespace, or, in
+the lab, beside it: `netns` names the namespace its drivers and its health socket live in.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from egressgw.drivers.gatewaynet import GatewayNet
+from egressgw.drivers.netns import in_netns
+from egressgw.plan.serial import gateway_from_json
+
+log = logging.getLogger("egressgw.gateway")
+
+
+@dataclass
+class GatewayState:
+    """What the health endpoint reports."""
+
+    applied: str | None = None  # the plan text last applied without error
+    error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.applied is not None and self.error is None
+
+
+def _handler(state: GatewayState) -> type[BaseHTTPRequestHandler]:
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path not in ("/readiness", "/health", "/"):
+                self.send_error(404)
+                return
+            body = b"ready\n" if state.ready else f"not ready: {state.error or 'no plan yet'}\n".encode()
+            self.send_response(200 if state.ready else 503)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    return Health
+
+
+def serve_health(netns: str | None, ip: IPv4Address, port: int, state: GatewayState) -> ThreadingHTTPServer:
+    """Start the health server on ip:port inside `netns` (the socket is made there)."""
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((str(ip), port))
+        sock.listen(64)
+        return sock
+
+    sock = in_netns(netns, make)
+    server = ThreadingHTTPServer((str(ip), port), _handler(state), bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def follow_plan(netns: str | None, plan_file: Path, state: GatewayState, poll: float = 0.05) -> None:
+    """Apply `plan_file` whenever its content changes; runs forever."""
+    driver = GatewayNet(netns)
+    while True:
+        try:
+            text = plan_file.read_text()
+        except FileNotFoundError:
+            text = None
+        if text is not None and text != state.applied:
+            _apply(driver, text, state)
+        time.sleep(poll)
+
+
+def _apply(driver: GatewayNet, text: str, state: GatewayState) -> None:
+    try:
+        stats = driver.apply(gateway_from_json(text))
+    except (ValueError, KeyError, OSError) as err:
+        state.error = f"plan: {err}"
+        log.error("cannot apply plan: %s", err)
+        return
+    state.error = "; ".join(stats.errors) or None
+    state.applied = text
+    log.info("plan applied: %s", stats)

@@ -1,0 +1,83 @@
+"""The agent's reconcile over fake drivers: classification, shared tables, gateway plans,
+slot adoption after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from egressgw import manifests
+from egressgw.agent.node import Agent, AgentConfig
+from egressgw.calc import annotations as ann
+from egressgw.calc.nodeplan import calico_ifname
+from egressgw.controller.gateways import Controller
+from egressgw.drivers.fakes import FakeNftables, FakeRouting
+from egressgw.model import parsing
+from egressgw.model.meta import Resource
+from egressgw.plan import dataplane as dp
+from egressgw.plan.serial import gateway_from_json
+from egressgw.store.memory import MemoryStore
+from egressgw.store.resources import ResKey
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def cluster(pod_annotations: dict[str, str]) -> dict[ResKey, Resource]:
+    async def build() -> dict[ResKey, Resource]:
+        store = MemoryStore()
+        controller = Controller(store, {})
+        objs = list(manifests.load([EXAMPLES / "aws-public-ip"]).all)
+        netshoot = next(o for o in objs if o.kind == "Pod")
+        body = parsing.to_dict(netshoot)
+        body["metadata"]["annotations"] = pod_annotations
+        body["spec"] = {"nodeName": "node-1"}
+        body["status"] = {"podIP": "10.244.0.7"}
+        objs = [o for o in objs if o is not netshoot] + [parsing.from_dict(body)]
+        await controller.resources.apply(objs)
+        listed, _ = await controller.resources.list_all()
+        await controller.reconcile({(o.key.kind, o.key.namespace, o.key.name): o for o in listed})
+        listed, _ = await controller.resources.list_all()
+        return {(o.key.kind, o.key.namespace, o.key.name): o for o in listed}
+
+    return asyncio.run(build())
+
+
+def agent(tmp_path: Path, node: str = "node-1", nft: FakeNftables | None = None) -> Agent:
+    config = AgentConfig(node, None, dp.Transport.VXLAN, tmp_path / node, 9001)
+    return Agent(config, nft or FakeNftables(), FakeRouting())
+
+
+def test_annotated_pod_is_classified_into_a_table_via_its_gateway(tmp_path: Path) -> None:
+    a = agent(tmp_path)
+    state = cluster({ann.SELECTOR: "egress-gateway == 'egw-2'"})
+    a.apply_state(state)
+    held = a.nft.read()
+    assert held is not None
+    (entry,) = held.classifications
+    assert entry[:2] == (calico_ifname("default", "netshoot"), "10.244.0.7")
+    gw_ip = next(o for k, o in state.items() if k[2] == "egw-2-0").ip  # type: ignore[attr-defined]
+    routes = a.routing.read().routes
+    default = [r for r in routes if str(r.destination) == "0.0.0.0/0" and r.hops]
+    assert default and {h.gateway for r in default for h in r.hops} == {gw_ip}
+
+
+def test_gateway_pods_on_the_node_get_plans(tmp_path: Path) -> None:
+    state = cluster({})
+    for node in ("node-1", "node-2", "node-3", "node-4"):
+        agent(tmp_path, node).apply_state(state)
+    plans = sorted(p.name for p in tmp_path.glob("*/*.json"))
+    assert plans == [f"default.egw-{i}-0.json" for i in range(1, 7)]
+    plan = gateway_from_json(next(tmp_path.glob("*/default.egw-1-0.json")).read_text())
+    assert plan.vxlan is not None and plan.return_routes == ()  # nodes have no pod CIDRs here
+
+
+def test_restart_adopts_slots_from_the_kernel(tmp_path: Path) -> None:
+    state = cluster({ann.SELECTOR: "egress-gateway == 'egw-2'"})
+    nft = FakeNftables()
+    first = agent(tmp_path, nft=nft)
+    first.apply_state(state)
+    before = nft.read()
+    restarted = agent(tmp_path, nft=nft)
+    restarted.apply_state(state)
+    assert restarted.slots == first.slots
+    assert nft.read() == before
