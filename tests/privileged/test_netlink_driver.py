@@ -18,6 +18,7 @@ from egressgw.plan.dataplane import (
     RoutingSettings,
     VxlanSettings,
 )
+from egressgw.plan.routing import node_routing
 from tests import oracle
 
 pytestmark = pytest.mark.privileged
@@ -257,3 +258,30 @@ def test_tx_checksum_offload_is_kept_on(driver: NetlinkRouting, node: str) -> No
     stats = driver.apply(vxlan_plan(policy_table(0)))
     assert stats.changed == 1 and stats.errors == ()
     assert tx_checksumming(node, "egress.egw") == "on"
+
+
+def test_tables_with_the_same_gateways_share_one_group(driver: NetlinkRouting, node: str) -> None:
+    driver.apply(vxlan_plan(policy_table(0), policy_table(1), policy_table(2, (GW3,))))
+    groups = [
+        by_dst(oracle.routes(node, t))[("unicast", "default")]["nhid"] for t in (1000, 1001, 1002)
+    ]
+    assert groups[0] == groups[1] != groups[2]
+    stats = driver.apply(
+        vxlan_plan(policy_table(0, (GW1,)), policy_table(1, (GW1,)), policy_table(2, (GW3,)))
+    )
+    after = [
+        by_dst(oracle.routes(node, t))[("unicast", "default")]["nhid"] for t in (1000, 1001, 1002)
+    ]
+    assert after == groups  # one in-place replace served both tables
+    assert stats.changed == 1
+
+
+def test_read_returns_what_the_plan_stands_for(driver: NetlinkRouting, node: str) -> None:
+    """The same RoutingState the fake keeps: the fake and the real driver agree."""
+    plan = vxlan_plan(policy_table(0), policy_table(3, (GW3,)))
+    driver.apply(plan)
+    reader = NetlinkRouting(node)  # a fresh session: nothing remembered
+    try:
+        assert reader.read() == node_routing(plan, {})
+    finally:
+        reader.close()

@@ -8,8 +8,9 @@ reported in ApplyStats.errors and retried by the next apply); never flush on exi
 memory between runs, a restarted agent applying the same plan changes nothing: members are
 found again by (gateway, device, onlink), groups through the route that uses them.
 
-A gateway route uses a resilient nexthop group per (table, destination). Changing its
-gateway set replaces the group in place, so only the flows of a departed gateway move.
+Gateway routes use resilient nexthop groups, one per distinct set of gateways, shared by
+every route that wants that set. A changed set replaces the group in place, so only the
+flows of a departed gateway move, and a gateway leaving many tables is one operation.
 
 Must not: touch rules, routes or nexthops without our protocol, nexthop ids outside
 ownership.NEXTHOP_IDS, or devices other than our VXLAN device.
@@ -18,7 +19,7 @@ ownership.NEXTHOP_IDS, or devices other than our VXLAN device.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
@@ -234,26 +235,19 @@ class _RouteSync:
             if hop.device not in self.index:
                 self.p.errors.append(f"route {route.key}: no device {hop.device}")
                 return None
-            return _replace(
-                base, gateway=hop.gateway, oif=self.index[hop.device], onlink=hop.onlink
-            )
+            return replace(base, gateway=hop.gateway, oif=self.index[hop.device], onlink=hop.onlink)
         members = [
             self.nexthops.member(hop, self.index.get(hop.device)) for hop in sorted(route.hops)
         ]
         present = tuple(sorted(m for m in members if m is not None))
         group = self.nexthops.group(self.current.get(route.key), present) if present else None
-        return _replace(base, nhid=group) if group is not None else None
+        return replace(base, nhid=group) if group is not None else None
 
     def remove_stale(self) -> None:
         for key in sorted(set(self.current) - set(self.wanted)):
             self.p.do(f"delete route {key}", "removed", self.p.rt.del_route, self.current[key])
         for nhid in self.nexthops.unused():
             self.p.do(f"delete nexthop {nhid:#x}", "removed", self.p.rt.del_nexthop, nhid)
-
-
-def _replace(route: KernelRoute, **changes: Any) -> KernelRoute:
-    fields = {name: getattr(route, name) for name in KernelRoute.__dataclass_fields__}
-    return KernelRoute(**(fields | changes))
 
 
 class _Nexthops:
@@ -270,6 +264,7 @@ class _Nexthops:
             if nh.gateway is not None
         }
         self.kept: set[int] = set()
+        self.shared: dict[tuple[int, ...], int] = {}  # members -> the group decided for them
 
     def _allocate(self) -> int:
         nhid = next(i for i in ownership.NEXTHOP_IDS if i not in self.used)
@@ -296,6 +291,11 @@ class _Nexthops:
         return nh is not None and nh.resilient == wanted and nhid not in self.kept
 
     def group(self, route: KernelRoute | None, members: tuple[int, ...]) -> int | None:
+        """The group for `route`, now holding `members`. Routes wanting the same members
+        share one group, so a gateway leaving N tables is one replace, not N; a route keeps
+        the group it has when it can, so a replace moves only the departed member's flows."""
+        if members in self.shared:
+            return self.shared[members]
         nhid = route.nhid if route is not None and self._reusable(route.nhid) else self._allocate()
         have = self.ours.get(nhid)
         if have is None or tuple(sorted(have.group)) != members:
@@ -304,6 +304,7 @@ class _Nexthops:
             if not self.p.do(f"nexthop group {nhid:#x}", outcome, self.p.rt.set_group, *args):
                 return None
         self.kept.add(nhid)
+        self.shared[members] = nhid
         return nhid
 
     def unused(self) -> list[int]:
@@ -380,7 +381,7 @@ class NetlinkRouting:
         keys = [MULTIPATH_HASH.key, conf(ours.name, "src_valid_mark")]
         values = ns.read_sysctls(self.netns, keys)
         return RoutingState(
-            link=ours.vxlan,
+            link=replace(ours.vxlan, underlay=names.get(ours.underlay_index)),
             neighbours=frozenset(
                 Neighbour(ours.name, a, m) for a, m in rt.neighbours(ours.index).items()
             ),

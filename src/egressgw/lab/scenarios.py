@@ -1,0 +1,255 @@
+"""The named lab scenarios, as data: which example manifests a lab applies, which transport
+the agents use, which AWS subnet lies in which zone, how the VPC is laid out, and which
+internet hosts of the lab stand in for real addresses (8.8.8.8 is played by 203.0.113.8).
+
+Also the pure steps that turn a scenario's manifests into a lab: `build_topology` (the
+namespaces to build, from the manifests' own Node objects), `rewrite_destinations` (policy
+destinations that are stand-in addresses become their lab addresses, with a note for the
+user) and `lab_resources` (what the lab writes to its store, in one apply).
+
+Pure: no I/O, no clock, no randomness. Reading the manifests is the caller's job
+(`egressgw.manifests.load(scenario.examples)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Literal, get_args
+
+from egressgw.calc.gateways import ZONE_LABEL
+from egressgw.lab.topology import (
+    AwsEdge,
+    InternetHost,
+    NatGateway,
+    Node,
+    Topology,
+    TopologyError,
+    Zone,
+    default_internet_hosts,
+)
+from egressgw.model import EgressGateway, EgressGatewayPolicy, Resource
+from egressgw.model import Node as NodeResource
+from egressgw.model.parsing import from_dict, to_dict
+from egressgw.model.policy import destination_network
+
+Transport = Literal["native", "vxlan"]
+TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+PUBLIC_CIDR = IPv4Network("198.51.100.0/24")
+
+
+@dataclass(frozen=True)
+class ZoneLayout:
+    """One availability zone: its AWS subnet ID, the subnet its nodes live in, and the
+    (secondary-CIDR) subnet its gateway pods take their secondary IPs from."""
+
+    name: str
+    subnet_id: str
+    node_subnet: IPv4Network
+    gateway_subnet: IPv4Network
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    examples: Path
+    transport: Transport
+    zones: tuple[ZoneLayout, ...]
+    vpc_cidrs: tuple[IPv4Network, ...]
+    pod_pool: IPv4Network
+    internet_hosts: tuple[InternetHost, ...]
+    pod_cidr_prefix: int = 24
+
+    @property
+    def subnet_zones(self) -> dict[str, str]:
+        """AWS subnet ID -> zone, what DescribeSubnets would tell the controller."""
+        return {z.subnet_id: z.name for z in self.zones}
+
+    def with_transport(self, transport: Transport) -> Scenario:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r}: use one of {', '.join(TRANSPORTS)}")
+        return replace(self, transport=transport)
+
+
+AWS = Scenario(
+    name="aws",
+    description="AWS public source IP anchoring: 4 nodes in 2 zones, 6 gateways with Elastic IPs",
+    examples=EXAMPLES / "aws-public-ip",
+    # AWS routes each gateway's secondary IP to its node, so no tunnel is needed.
+    transport="native",
+    zones=(
+        ZoneLayout(
+            "us-east-1a",
+            "subnet-0a1b2c3d4e5f60001",
+            IPv4Network("10.0.160.0/20"),
+            IPv4Network("10.99.0.0/20"),
+        ),
+        ZoneLayout(
+            "us-east-1b",
+            "subnet-0a1b2c3d4e5f60002",
+            IPv4Network("10.0.176.0/20"),
+            IPv4Network("10.99.16.0/20"),
+        ),
+    ),
+    vpc_cidrs=(IPv4Network("10.0.0.0/16"), IPv4Network("10.99.0.0/16")),
+    pod_pool=IPv4Network("10.244.0.0/16"),
+    internet_hosts=default_internet_hosts(),
+)
+
+SCENARIOS: Mapping[str, Scenario] = {AWS.name: AWS}
+
+
+def get(name: str) -> Scenario:
+    """The scenario called `name`; KeyError naming the known ones."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r}: known are {', '.join(SCENARIOS)}") from None
+
+
+# --- topology ---------------------------------------------------------------------------
+
+
+def _node(res: NodeResource, zones: Mapping[str, ZoneLayout], pod_cidr: IPv4Network) -> Node:
+    name, zone = res.metadata.name, res.metadata.labels.get(ZONE_LABEL, "")
+    if zone not in zones:
+        raise TopologyError(f"node {name}: zone {zone!r} is not one of the scenario's")
+    ip = res.internal_ip
+    if ip is None:
+        raise TopologyError(f"node {name} has no InternalIP")
+    return Node(name, zone, ip, pod_cidr)
+
+
+def elastic_ips(resources: Iterable[Resource]) -> tuple[IPv4Address, ...]:
+    """Every Elastic IP the EgressGateways name (the addresses the account has allocated)."""
+    found = {
+        eip
+        for r in resources
+        if isinstance(r, EgressGateway) and r.spec.aws is not None
+        for eip in r.spec.aws.elastic_ips
+    }
+    return tuple(sorted(found))
+
+
+def build_topology(scenario: Scenario, resources: Sequence[Resource], prefix: str) -> Topology:
+    """The lab for `resources`: its Node objects (names, zones, InternalIPs, one pod CIDR
+    each from the pod pool in name order), the scenario's zones, a NAT gateway per zone
+    (198.51.100.1, .2, ...), the EgressGateways' Elastic IPs and the internet stand-ins.
+    No pods: the kubelet adds them as they appear in the store."""
+    layouts = {z.name: z for z in scenario.zones}
+    node_objects = sorted(
+        (r for r in resources if isinstance(r, NodeResource)), key=lambda r: r.metadata.name
+    )
+    cidrs = scenario.pod_pool.subnets(new_prefix=scenario.pod_cidr_prefix)
+    nodes = tuple(_node(r, layouts, next(cidrs)) for r in node_objects)
+    zones = tuple(Zone(z.name, z.node_subnet, (z.gateway_subnet,)) for z in scenario.zones)
+    nats = tuple(
+        NatGateway(z.name, PUBLIC_CIDR.network_address + 1 + k) for k, z in enumerate(zones)
+    )
+    return Topology(
+        prefix=prefix,
+        vpc_cidrs=scenario.vpc_cidrs,
+        pod_pool=scenario.pod_pool,
+        zones=zones,
+        edge=AwsEdge(nat_gateways=nats, elastic_ips=elastic_ips(resources), public_cidr=PUBLIC_CIDR),
+        nodes=nodes,
+        internet_hosts=scenario.internet_hosts,
+    )
+
+
+# --- stand-ins --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A policy destination that named a stand-in address and now names its lab address."""
+
+    policy: str
+    rule: int
+    written: str
+    lab: str
+
+    def __str__(self) -> str:
+        return f"EgressGatewayPolicy {self.policy} rule {self.rule}: {self.written} -> {self.lab}"
+
+
+def stand_in_notes(hosts: Iterable[InternetHost]) -> tuple[str, ...]:
+    """What to tell the user: "8.8.8.8 is played by 203.0.113.8 (google-dns)"."""
+    return tuple(
+        f"{h.stands_for} is played by {h.address} ({h.name})"
+        for h in hosts
+        if h.stands_for is not None
+    )
+
+
+def _lab_destination(text: str, stand_ins: Mapping[IPv4Address, IPv4Address]) -> str | None:
+    """The lab form of a destination that is exactly a stand-in address, written alike
+    (a bare IP stays bare, a /32 stays /32); None for any other destination."""
+    network = destination_network(text)
+    lab = stand_ins.get(network.network_address) if network.prefixlen == 32 else None
+    if lab is None:
+        return None
+    return f"{lab}/32" if "/" in text else str(lab)
+
+
+def _rewrite_policy(
+    policy: EgressGatewayPolicy, stand_ins: Mapping[IPv4Address, IPv4Address]
+) -> tuple[EgressGatewayPolicy, list[Rewrite]]:
+    data = to_dict(policy)
+    done: list[Rewrite] = []
+    for index, rule in enumerate(data["spec"]["rules"]):
+        written = (rule.get("destination") or {}).get("cidr")
+        lab = None if written is None else _lab_destination(written, stand_ins)
+        if written is not None and lab is not None:
+            rule["destination"]["cidr"] = lab
+            done.append(Rewrite(policy.metadata.name, index, written, lab))
+    if not done:
+        return policy, []
+    rewritten = from_dict(data, source="<scenario>")
+    assert isinstance(rewritten, EgressGatewayPolicy)
+    return rewritten, done
+
+
+def rewrite_destinations(
+    resources: Iterable[Resource], hosts: Iterable[InternetHost]
+) -> tuple[list[Resource], list[Rewrite]]:
+    """`resources` with every EgressGatewayPolicy destination that is a stand-in address
+    (a bare IP or a /32) replaced by the lab address playing it; everything else as is."""
+    stand_ins = {h.stands_for: h.address for h in hosts if h.stands_for is not None}
+    out: list[Resource] = []
+    rewrites: list[Rewrite] = []
+    for res in resources:
+        if isinstance(res, EgressGatewayPolicy):
+            res, done = _rewrite_policy(res, stand_ins)
+            rewrites += done
+        out.append(res)
+    return out, rewrites
+
+
+def with_pod_cidr(node: NodeResource, pod_cidr: IPv4Network) -> NodeResource:
+    """The Node object with `spec.podCIDR` set, as the node IPAM controller writes it."""
+    data = to_dict(node)
+    data["spec"] = {**data.get("spec", {}), "podCIDR": str(pod_cidr)}
+    updated = from_dict(data, source="<lab>")
+    assert isinstance(updated, NodeResource)
+    return updated
+
+
+def lab_resources(
+    resources: Iterable[Resource], topology: Topology
+) -> tuple[list[Resource], list[Rewrite]]:
+    """What the lab writes to its store: the manifests with stand-in destinations rewritten
+    and each Node carrying the pod CIDR the topology gave it."""
+    rewritten, rewrites = rewrite_destinations(resources, topology.internet_hosts)
+    cidrs = {n.name: n.pod_cidr for n in topology.nodes}
+    out = [
+        with_pod_cidr(r, cidrs[r.metadata.name])
+        if isinstance(r, NodeResource) and r.metadata.name in cidrs
+        else r
+        for r in rewritten
+    ]
+    return out, rewrites
