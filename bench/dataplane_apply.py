@@ -55,7 +55,9 @@ VXLAN = VxlanSettings(NODE_IP, 1450, "eth0")
 
 def pods(count: int, first: int = 0) -> tuple[Classification, ...]:
     def one(i: int) -> Classification:
-        return Classification(f"cali{i % 250:05d}", A(f"10.{(i >> 16) % 256}.{(i >> 8) % 256}.{i % 256}"), 0)
+        return Classification(
+            f"cali{i % 250:05d}", A(f"10.{(i >> 16) % 256}.{(i >> 8) % 256}.{i % 256}"), 0
+        )
 
     return tuple(one(i) for i in range(first, first + count))
 
@@ -67,7 +69,9 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def policy(slot: int, gateways: list[IPv4Address]) -> EgressTable:
-    return EgressTable(slot, (EgressRoute.via(N("0.0.0.0/0"), gateways), EgressRoute.throw(N("198.51.100.0/24"))))
+    return EgressTable(
+        slot, (EgressRoute.via(N("0.0.0.0/0"), gateways), EgressRoute.throw(N("198.51.100.0/24")))
+    )
 
 
 def bench_nft(netns: str) -> dict[str, float]:
@@ -88,14 +92,18 @@ def bench_nft(netns: str) -> dict[str, float]:
 
 
 def bench_netlink(netns: str) -> dict[str, float]:
-    subprocess.run(["ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", "p0"], check=True)
+    subprocess.run(
+        ["ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", "p0"], check=True
+    )
     subprocess.run(["ip", "-n", netns, "addr", "add", f"{NODE_IP}/24", "dev", "eth0"], check=True)
     for dev in ("eth0", "p0"):
         subprocess.run(["ip", "-n", netns, "link", "set", dev, "up"], check=True)
     gateways = [A("172.18.0.50"), A("172.18.0.51"), A("172.18.0.52")]
 
     def plan(gws: list[IPv4Address]) -> NodePlan:
-        return NodePlan(RoutingSettings(), CLUSTER, tuple(policy(s, gws) for s in range(50)), (), VXLAN)
+        return NodePlan(
+            RoutingSettings(), CLUSTER, tuple(policy(s, gws) for s in range(50)), (), VXLAN
+        )
 
     driver = NetlinkRouting(netns)
     try:
@@ -111,14 +119,25 @@ def bench_netlink(netns: str) -> dict[str, float]:
 def throughput(mode: str, tx_off: bool = False) -> dict[str, float]:
     with Topology(f"{PREFIX}{mode[0]}{int(tx_off)}") as lab:
         vxlan = VXLAN if mode == "vxlan" else None
-        plan = NodePlan(RoutingSettings(), CLUSTER, (policy(0, [GW_IP]),), (Classification("cali1", POD1, 0),), vxlan)
+        plan = NodePlan(
+            RoutingSettings(),
+            CLUSTER,
+            (policy(0, [GW_IP]),),
+            (Classification("cali1", POD1, 0),),
+            vxlan,
+        )
         routing = NetlinkRouting(lab.ns("node"))
         routing.apply(plan)
         routing.close()
         NodeNftables(lab.ns("node")).apply(plan)
         gw = GatewayPlan(GW_IP, GW_IP, native=mode == "native")
         if mode == "vxlan":
-            gw = GatewayPlan(GW_IP, GW_IP, vxlan=GatewayVxlan(1450), return_routes=(ReturnRoute(N("10.244.1.0/24"), NODE_IP),))
+            gw = GatewayPlan(
+                GW_IP,
+                GW_IP,
+                vxlan=GatewayVxlan(1450),
+                return_routes=(ReturnRoute(N("10.244.1.0/24"), NODE_IP),),
+            )
         GatewayNet(lab.ns("gw")).apply(gw)
         if tx_off:
             lab.exec("node", "ethtool", "-K", "egress.egw", "tx", "off")
@@ -126,7 +145,11 @@ def throughput(mode: str, tx_off: bool = False) -> dict[str, float]:
         direct = statistics.median(lab.iperf("pod2", VIA_GATEWAY) for _ in range(RUNS))
         via = statistics.median(lab.iperf("pod1", VIA_GATEWAY) for _ in range(RUNS))
     label = f"{mode}{' tx-csum off' if tx_off else ''}"
-    return {f"{label} direct Gbit/s": direct, f"{label} via gateway Gbit/s": via, f"{label} ratio": via / direct}
+    return {
+        f"{label} direct Gbit/s": direct,
+        f"{label} via gateway Gbit/s": via,
+        f"{label} ratio": via / direct,
+    }
 
 
 def main() -> None:

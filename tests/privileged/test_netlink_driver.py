@@ -79,7 +79,7 @@ def test_vxlan_plan_creates_rules_tables_groups_and_device(
 
     ours = [r for r in oracle.rules(node) if r.get("protocol") == "66"]
     assert [(r["priority"], r.get("fwmark"), r.get("fwmask"), r.get("table")) for r in ours] == [
-        (99, "0", "0x3f00", None),  # unmarked: skip our lookups
+        (100, "0", "0x3f00", None),  # unmarked: skip our lookups (first at 100)
         (100, "0x100", "0x3f00", "1000"),
         (100, "0x500", "0x3f00", "1004"),
         (101, None, None, None),  # the skip rule's target (nop)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -151,22 +150,14 @@ def test_foreign_tables_survive(netns: str) -> None:
     assert oracle.nft_tables(netns) == [("inet", "other")]
 
 
-def test_ten_thousand_entry_change_applies_within_200ms(netns: str) -> None:
+def test_ten_thousand_entry_changes_land_exactly(netns: str) -> None:
+    """Large incremental changes reach the kernel exactly (timings: bench/dataplane_apply.py)."""
     driver = NodeNftables(netns)
-    driver.apply(plan(pods(10_000, 0)))
-    steps = [
-        ("add 10k (20k total)", plan(pods(10_000, 0) + pods(10_000, 2, first=10_000))),
-        ("delete 10k", plan(pods(10_000, 2, first=10_000))),
-        ("replace 10k by 10k others", plan(pods(10_000, 0, first=20_000))),
-    ]
-    timings = {}
-    for label, step in steps:
-        start = time.perf_counter()
-        stats = driver.apply(step)
-        timings[label] = time.perf_counter() - start
-        assert stats.errors == ()
-        assert len(elements(netns, "classify4")) == len(step.classifications)
-    print("\nnft apply timings:", {k: f"{v * 1000:.0f} ms" for k, v in timings.items()})
-    assert timings["add 10k (20k total)"] <= 0.2
-    assert timings["delete 10k"] <= 0.2
-    assert timings["replace 10k by 10k others"] <= 0.3  # 20,000 element operations
+    ten = plan(pods(10_000, 0))
+    twenty = plan(pods(10_000, 0) + pods(10_000, 2, first=10_000))
+    others = plan(pods(10_000, 0, first=20_000))
+    for step, expected in ((ten, 10_000), (twenty, 20_000), (ten, 10_000), (others, 10_000)):
+        assert driver.apply(step).errors == ()
+        kernel = elements(netns, "classify4")
+        assert len(kernel) == expected
+    assert driver.apply(others).changes == 0

@@ -33,6 +33,7 @@ from egressgw.store.codec import resource_store
 from egressgw.store.resources import Informer, ResKey
 
 log = logging.getLogger("egressgw.agent")
+RESYNC_SECONDS = 60.0  # re-read the kernel this often even when nothing changed
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Agent:
             if w.node != self.config.node or w.ip is None:
                 continue
             slot = by_source.get((nodeplan.calico_ifname(w.namespace, w.name), str(w.ip)))
-            key = nodeplan.table_routes(decision.egress_config(view, w))
+            key = nodeplan.config_key(decision.egress_config(view, w))
             if slot is not None and key and slot not in adopted.values():
                 adopted.setdefault(key, slot)
         log.info("adopted %d slots from the kernel", len(adopted))
@@ -156,9 +157,13 @@ async def run(agent: Agent, store: Store) -> None:
     task = asyncio.create_task(informer.run())
     try:
         while True:
-            await changed.wait()
+            try:
+                await asyncio.wait_for(changed.wait(), RESYNC_SECONDS)
+            except TimeoutError:
+                agent.nft.invalidate()  # catch edits made behind our back
             changed.clear()
-            await asyncio.to_thread(agent.apply_state, latest["state"])
+            if "state" in latest:
+                await asyncio.to_thread(agent.apply_state, latest["state"])
     finally:
         task.cancel()
 

@@ -67,6 +67,7 @@ class Route:
     action: Action
     hops: tuple[Hop, ...] = ()
     description: str = ""
+    capped: bool = False  # maxNextHops applies: the hops are this pod's own subset
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class EgressConfig:
     routes: tuple[Route, ...]  # longest prefix first
     reason: str
     problems: tuple[str, ...] = ()
+    identity: str = ""  # which policy or selection this is, whatever its gateways are now
 
     def lookup(self, destination: IPv4Address) -> Route | None:
         """The route for `destination` by longest-prefix match, or None (normal routing)."""
@@ -160,7 +162,8 @@ def _from_policy(
     routes.sort(key=lambda r: (-r.destination.prefixlen, int(r.destination.network_address)))
     where = "pod" if level is Source.POD_POLICY else "namespace"
     reason = f"{where} annotation egressGatewayPolicy={policy.metadata.name}"
-    return EgressConfig(level, policy.metadata.name, tuple(routes), reason, problems)
+    return EgressConfig(level, policy.metadata.name, tuple(routes), reason, problems,
+                        identity=f"policy:{policy.metadata.name}")
 
 
 def _policy_route(
@@ -188,7 +191,8 @@ def _policy_route(
         return found
     hops = choose_hops(view, workload, selection, prefer_local)
     action = Action.GATEWAY if hops else Action.DROP
-    route = Route(rule.destination_cidr, index, action, hops, description)
+    capped = selection.max_next_hops > 0
+    route = Route(rule.destination_cidr, index, action, hops, description, capped)
     if shared:
         view.routes[memo_key] = route
     return route
@@ -199,7 +203,7 @@ def _missing_policy(level: Source, name: str, problems: tuple[str, ...]) -> Egre
     reason = (f"{where} annotation egressGatewayPolicy={name} names a policy that does not "
               "exist: all egress is dropped")
     route = Route(DEFAULT_ROUTE, None, Action.DROP)
-    return EgressConfig(level, name, (route,), reason, problems)
+    return EgressConfig(level, name, (route,), reason, problems, identity=f"missing:{name}")
 
 
 def _from_selection(
@@ -216,8 +220,11 @@ def _from_selection(
     if selection.namespace_selector is not None:
         parts.append(f"namespaceSelector={selection.namespace_selector}")
     reason = f"{where} annotation " + ", ".join(parts)
-    route = Route(DEFAULT_ROUTE, None, action, hops)
-    return EgressConfig(level, None, (route,), reason, problems)
+    route = Route(DEFAULT_ROUTE, None, action, hops, capped=selection.max_next_hops > 0)
+    sel, ns = selection.key
+    scope = workload.namespace if selection.namespace_selector is None else "*"
+    identity = f"selector:{sel}|{ns}|{scope}|{selection.max_next_hops}"
+    return EgressConfig(level, None, (route,), reason, problems, identity=identity)
 
 
 def choose_hops(

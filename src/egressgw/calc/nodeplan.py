@@ -18,7 +18,12 @@ from egressgw.calc.cluster import ClusterView, Workload
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
 from egressgw.plan import dataplane as dp
 
-ConfigKey = tuple[dp.EgressRoute, ...]
+# A configuration's identity, stable while its gateways come and go: the policy or
+# selection, and per route its destination, action and (only where maxNextHops picks a
+# per-pod subset) its hops. A table keeps its slot, and so its mark, for as long as the
+# identity lives; a changed gateway set is applied to the same table (the driver replaces
+# the nexthop group in place), so live connections keep their mark and their table.
+ConfigKey = tuple[object, ...]
 
 
 def calico_ifname(namespace: str, name: str) -> str:
@@ -45,7 +50,17 @@ class NodeResult:
     problems: tuple[str, ...]
 
 
-def table_routes(config: decision.EgressConfig) -> ConfigKey:
+def config_key(config: decision.EgressConfig) -> ConfigKey:
+    """The stable identity of a configuration (see ConfigKey); () when it steers nothing."""
+    if not config.routes:
+        return ()
+    return (config.identity, *(
+        (str(r.destination), str(r.action), tuple(str(h.ip) for h in r.hops) if r.capped else None)
+        for r in config.routes
+    ))
+
+
+def table_routes(config: decision.EgressConfig) -> tuple[dp.EgressRoute, ...]:
     """The kernel routes of an egress configuration, in a canonical order."""
     routes = []
     for route in config.routes:
@@ -70,10 +85,13 @@ def node_plan(
     local = [w for w in view.workloads.values() if w.node == node.name and w.ip is not None]
     local.sort(key=lambda w: w.key)
     wanted: dict[tuple[str, str], ConfigKey] = {}
+    content: dict[ConfigKey, tuple[dp.EgressRoute, ...]] = {}
     for w in local:
-        routes = table_routes(decision.egress_config(view, w))
-        if routes:
-            wanted[w.key] = routes
+        config = decision.egress_config(view, w)
+        key = config_key(config)
+        if key:
+            wanted[w.key] = key
+            content.setdefault(key, table_routes(config))
     slots = dp.assign_slots(wanted.values(), previous, routing.capacity)
     problems = [f"{ns}/{name}: no free egress slot on {node.name} (capacity {routing.capacity})"
                 for (ns, name), key in sorted(wanted.items()) if key not in slots]
@@ -83,7 +101,10 @@ def node_plan(
         for pod, key in sorted(wanted.items()) if key in slots
     )
     used = {slots[k] for k in wanted.values() if k in slots}
-    tables = tuple(dp.EgressTable(slot, key) for key, slot in sorted(slots.items(), key=lambda kv: kv[1]) if slot in used)
+    tables = tuple(
+        dp.EgressTable(slot, content[key])
+        for key, slot in sorted(slots.items(), key=lambda kv: kv[1]) if slot in used
+    )
     plan = dp.NodePlan(routing, view.internal, tables, classifications, vxlan)
     gateways = {w.key: gateway_plan(w, node, nodes, vxlan) for w in local if GATEWAY_ANNOTATION in w.annotations}
     return NodeResult(plan, gateways, {k: v for k, v in slots.items() if v in used}, tuple(problems))

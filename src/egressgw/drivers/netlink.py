@@ -104,6 +104,7 @@ def reconcile(rt: Rtnl, netns: str | None, desired: RoutingState, scope: Scope) 
     routes = _RouteSync(p, links, scope)
     routes.add(desired.routes)
     current_rules = set(rt.rules()) if scope.rules else set()
+    # Sorted: at one priority the kernel appends, and the skip (goto) rule must come first.
     for rule in sorted(desired.rules - current_rules):
         p.do(f"add rule {rule}", "added", rt.add_rule, rule)
     for rule in sorted(current_rules - desired.rules):

@@ -155,7 +155,9 @@ def build_topology(scenario: Scenario, resources: Sequence[Resource], prefix: st
         vpc_cidrs=scenario.vpc_cidrs,
         pod_pool=scenario.pod_pool,
         zones=zones,
-        edge=AwsEdge(nat_gateways=nats, elastic_ips=elastic_ips(resources), public_cidr=PUBLIC_CIDR),
+        edge=AwsEdge(
+            nat_gateways=nats, elastic_ips=elastic_ips(resources), public_cidr=PUBLIC_CIDR
+        ),
         nodes=nodes,
         internet_hosts=scenario.internet_hosts,
     )

@@ -122,8 +122,8 @@ class RoutingSettings:
     mark_mask: int = ownership.DEFAULT_MARK_MASK  # contiguous bits of skb and conntrack marks
 
     def __post_init__(self) -> None:
-        if not 2 <= self.rule_priority <= 32764:
-            raise ValueError("rule priority must be in 2..32764 (P-1 and P+1 are used too)")
+        if not 1 <= self.rule_priority <= 32764:
+            raise ValueError("rule priority must be in 1..32764 (P+1 is used too)")
         low = self.mark_mask & -self.mark_mask
         if not 0 < self.mark_mask <= 0xFFFFFFFF or (self.mark_mask + low) & self.mark_mask:
             raise ValueError(f"mark mask {self.mark_mask:#x} must be one run of set bits")
@@ -156,11 +156,6 @@ class RoutingSettings:
 
     def slot_of_table(self, table: int) -> int | None:
         return table - self.table_base if table in self.tables else None
-
-    @property
-    def skip_priority(self) -> int:
-        """Unmarked packets jump from here past our lookup rules."""
-        return self.rule_priority - 1
 
     @property
     def nop_priority(self) -> int:

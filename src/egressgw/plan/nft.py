@@ -27,7 +27,7 @@ Pure: JSON-shaped dicts in and out, no I/O (the JSON vocabulary is in plan.nftjs
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, collapse_addresses, summarize_address_range
 from typing import Any
@@ -126,7 +126,7 @@ def _restore_elements(routing: RoutingSettings, slots: Iterable[int], with_verdi
     return NODE.elements(RESTORE_MAP, [element(slot) for slot in sorted(slots)])
 
 
-def _classify_elements(entries: Iterable[tuple[str, str, int]], with_verdict: bool) -> Json:
+def _classify_elements(entries: Collection[tuple[str, str, int]], with_verdict: bool) -> Json:
     """Map elements for Classification.element tuples (sorted: the output is deterministic)."""
     elem: list[Any]
     if with_verdict:

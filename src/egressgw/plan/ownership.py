@@ -8,7 +8,7 @@ on exit.
 | object             | ours when                                                          |
 |--------------------|--------------------------------------------------------------------|
 | nft table          | `inet egressgw` (node), `inet egressgw_gw` (gateway pod)           |
-| ip rule            | protocol RT_PROTO (priorities P-1 skip, P lookups, P+1 nop)        |
+| ip rule            | protocol RT_PROTO (priority P: skip + lookups, P+1: nop)           |
 | route              | protocol RT_PROTO (tables table_base + slot on nodes, main on gws) |
 | nexthop object     | protocol RT_PROTO and id in NEXTHOP_IDS                            |
 | vxlan device       | named NODE_VXLAN_DEVICE / GATEWAY_VXLAN_DEVICE, with its neighbours |

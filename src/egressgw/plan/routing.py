@@ -3,9 +3,13 @@ its neighbour and FDB entries, and sysctls, in the kernel's own vocabulary.
 
 Node (`node_routing`), for routing settings P (priority), M (mark mask), table(s):
 
-    rule P-1  fwmark 0/M goto P+1         unmarked packets skip our lookups
+    rule P    fwmark 0/M goto P+1         unmarked packets skip our lookups (added first,
+                                          so it comes first among the rules at P)
     rule P    fwmark mark(s)/M lookup table(s)     one per slot, never one per pod
     rule P+1  nop                          the skip rule's target
+
+The skip rule shares priority P rather than sitting at P-1, so it never jumps over anyone
+else's rule (Calico's WireGuard rule, for one, lives at 99 by default).
     table(s): throw <cluster CIDR>         replies and tunnel packets keep their mark
               throw <its gateway IPs>/32   [vxlan] the outer packet keeps the mark too
               <dst> via {gateways}         resilient nexthop group (the driver's business)
@@ -165,7 +169,8 @@ def _node_rules(plan: NodePlan) -> Iterable[Rule]:
     r = plan.routing
     if not plan.tables:
         return  # no rule at all keeps the kernel's fast path for main/default lookups
-    yield Rule(r.skip_priority, RuleAction.GOTO, 0, r.mark_mask, goto=r.nop_priority)
+    # Rule ordering puts GOTO before LOOKUP at one priority; the driver adds in that order.
+    yield Rule(r.rule_priority, RuleAction.GOTO, 0, r.mark_mask, goto=r.nop_priority)
     yield Rule(r.nop_priority, RuleAction.NOP)
     for table in plan.tables:
         mark, number = r.mark(table.slot), r.table(table.slot)

@@ -81,3 +81,20 @@ def test_restart_adopts_slots_from_the_kernel(tmp_path: Path) -> None:
     restarted.apply_state(state)
     assert restarted.slots == first.slots
     assert nft.read() == before
+
+
+def test_a_gateway_set_change_keeps_the_table_slot(tmp_path: Path) -> None:
+    """Live connections carry their slot's mark: a new replica must not renumber the table."""
+    state = cluster({ann.SELECTOR: "egress-gateway == 'egw-2'"})
+    a = agent(tmp_path)
+    a.apply_state(state)
+    before = dict(a.slots)
+    gw = next(o for k, o in state.items() if k[2] == "egw-2-0")
+    body = parsing.to_dict(gw)
+    body["metadata"]["name"] = "egw-2-1"
+    body["status"] = {"podIP": "10.99.8.9"}
+    grown = {**state, ("Pod", "default", "egw-2-1"): parsing.from_dict(body)}
+    a.apply_state(grown)
+    assert list(a.slots.values()) == list(before.values())
+    routes = [r for r in a.routing.read().routes if str(r.destination) == "0.0.0.0/0" and r.hops]
+    assert {str(h.gateway) for r in routes for h in r.hops} == {"10.99.8.8", "10.99.8.9"}

@@ -38,12 +38,12 @@ def test_marks_and_tables_derive_from_the_slot() -> None:
     )
     assert r.slot_of_mark(0x500 | 0xFFFF0000) == 4 and r.slot_of_mark(0x4000) is None
     assert r.slot_of_table(1005) == 5 and r.slot_of_table(999) is None
-    assert (r.skip_priority, r.nop_priority) == (99, 101)
+    assert r.nop_priority == 101
     assert RoutingSettings(mark_mask=0xFF0000).mark(0) == 0x10000
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"mark_mask": 0x5000}, {"mark_mask": 0}, {"rule_priority": 1}, {"rule_priority": 32765},
+    {"mark_mask": 0x5000}, {"mark_mask": 0}, {"rule_priority": 0}, {"rule_priority": 32765},
     {"table_base": 200}, {"table_base": 0},
 ])  # fmt: skip
 def test_bad_settings_are_refused(kwargs: dict[str, int]) -> None:

@@ -39,7 +39,7 @@ def plan(*tables: EgressTable, vxlan: bool = True) -> NodePlan:
 def test_rules_one_per_slot_plus_skip_and_nop() -> None:
     state = node_routing(plan(EgressTable(0, ()), EgressTable(2, ())), {})
     assert sorted(state.rules) == [
-        Rule(99, RuleAction.GOTO, 0, 0x3F00, goto=101),
+        Rule(100, RuleAction.GOTO, 0, 0x3F00, goto=101),
         Rule(100, RuleAction.LOOKUP, 0x100, 0x3F00, table=1000),
         Rule(100, RuleAction.LOOKUP, 0x300, 0x3F00, table=1002),
         Rule(101, RuleAction.NOP),

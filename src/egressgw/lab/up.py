@@ -1,0 +1,455 @@
+"""Bringing a whole lab up and down, and finding the labs that run.
+
+`up` builds a scenario's namespaces, starts etcd (127.0.0.1 only, data under the lab's
+state directory), the internet's echo service, the lab kubelet, the controller and one agent
+per node, writes the scenario's objects to the store in one transaction, and waits until
+every gateway pod answers its readiness probe. The processes outlive the caller (each runs
+in its own session); `down` stops them and removes every namespace and file of the lab.
+
+Each lab has a directory `<root>/<prefix>/` (see `state`), which is also the registry:
+`lab.json` there (`LabInfo`) says how to reach the lab's store and what it runs, so `lab
+down`, `status`, `apply` or the kubelet find it from the prefix alone, or with no prefix
+when only one lab exists.
+
+Must not: leave anything behind when `up` fails or is interrupted (`procs.guarded`); bind
+anything outside 127.0.0.1 in the host namespace; touch a lab it was not asked about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import secrets
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import TypeAdapter
+
+from egressgw import manifests
+from egressgw.calc.gateways import GATEWAY_ANNOTATION, HEALTH_PORT
+from egressgw.lab import netns, procs, scenarios, state
+from egressgw.lab.scenarios import Scenario, Transport
+from egressgw.lab.topology import GatewayPod, Topology, internet_ns, node_ns, pod_ns
+from egressgw.model import EgressGateway, Pod, Resource
+from egressgw.store import MAX_TXN_OPS, etcd
+from egressgw.store.codec import resource_store
+from egressgw.store.etcdproc import ETCD_BINARY, HOST, free_port
+
+LAB_FILE = "lab.json"
+T = TypeVar("T")
+READY_TIMEOUT = 30.0
+ETCD_READY = "ready to serve client requests"
+Progress = Callable[[str], None]
+#: No proxy from the environment: lab addresses are reached directly, inside the lab.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Commands:
+    """The argv prefix of each process the lab runs (the lab appends the arguments)."""
+
+    controller: tuple[str, ...] = tuple(procs.python_argv("egressgw", "controller"))
+    agent: tuple[str, ...] = tuple(procs.python_argv("egressgw", "agent"))
+    gateway: tuple[str, ...] = tuple(procs.python_argv("egressgw", "gateway"))
+    kubelet: tuple[str, ...] = tuple(procs.python_argv("egressgw.lab.kubelet"))
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    """What a running lab is, as `lab.json` records it."""
+
+    prefix: str
+    scenario: str
+    transport: Transport
+    etcd: str  # "127.0.0.1:PORT"
+    gateway_argv: tuple[str, ...]
+    stand_ins: tuple[str, ...] = ()  # "8.8.8.8 is played by 203.0.113.8 (google-dns)"
+    rewrites: tuple[str, ...] = ()  # the policy destinations rewritten to stand-ins
+
+
+@dataclass(frozen=True)
+class LabHandle:
+    info: LabInfo
+    root: Path
+    supervisor: procs.Supervisor | None = field(default=None, compare=False)
+
+    @property
+    def prefix(self) -> str:
+        return self.info.prefix
+
+    @property
+    def scenario(self) -> Scenario:
+        return scenarios.get(self.info.scenario)
+
+    def topology(self) -> Topology:
+        """The lab as the kubelet last saved it (nodes, pods, gateway pods)."""
+        found = state.load_topology(self.prefix, self.root)
+        if found is None:
+            raise FileNotFoundError(f"lab {self.prefix} has no topology")
+        return found
+
+    def down(self) -> None:
+        down(self.prefix, self.root, self.supervisor)
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+_info_json = TypeAdapter(LabInfo)
+
+
+def save_info(info: LabInfo, root: Path | None = None) -> None:
+    path = state.lab_dir(info.prefix, root) / LAB_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_info_json.dump_json(info, indent=1))
+
+
+def load_info(prefix: str, root: Path | None = None) -> LabInfo:
+    path = state.lab_dir(prefix, root) / LAB_FILE
+    if not path.exists():
+        raise LookupError(f"no lab {prefix} (no {path})")
+    return _info_json.validate_json(path.read_bytes())
+
+
+def labs(root: Path | None = None) -> list[str]:
+    """Prefixes of the labs that have been brought up and not yet taken down."""
+    return [p for p in state.labs(root) if (state.lab_dir(p, root) / LAB_FILE).exists()]
+
+
+def resolve(prefix: str | None, root: Path | None = None) -> str:
+    """`prefix`, or the only lab there is (LookupError if none or several)."""
+    if prefix is not None:
+        return prefix
+    found = labs(root)
+    if len(found) != 1:
+        which = ", ".join(found) if found else "none is running"
+        raise LookupError(f"name the lab with --prefix: {which}")
+    return found[0]
+
+
+def attach(prefix: str | None = None, root: Path | None = None) -> LabHandle:
+    """A handle on a lab another process brought up."""
+    root = state.root_dir(root)
+    return LabHandle(load_info(resolve(prefix, root), root), root)
+
+
+def new_prefix() -> str:
+    return f"egl{secrets.token_hex(3)[:5]}"
+
+
+def gateway_dir(prefix: str, node: str, root: Path | None = None) -> Path:
+    """Where the node's agent writes the plans of the gateway pods on that node."""
+    return state.lab_dir(prefix, root) / "nodes" / node / "gateways"
+
+
+def plan_file(prefix: str, pod: GatewayPod, root: Path | None = None) -> Path:
+    return gateway_dir(prefix, pod.node, root) / f"{pod.namespace}.{pod.name}.json"
+
+
+def kubelet_root(prefix: str, root: Path | None = None) -> Path:
+    """The state root of the kubelet's own Supervisor (the gateway processes), so its
+    `processes.json` does not overwrite the one `up` keeps."""
+    return state.lab_dir(prefix, root) / "kubelet"
+
+
+# --- up -------------------------------------------------------------------------------------
+
+
+def up(
+    scenario: Scenario,
+    prefix: str | None = None,
+    *,
+    transport: Transport | None = None,
+    root: Path | None = None,
+    commands: Commands = Commands(),
+    progress: Progress = _quiet,
+    timeout: float = READY_TIMEOUT,
+) -> LabHandle:
+    """Bring `scenario` up as lab `prefix` (default: a fresh `egl…` name) and wait until
+    every gateway pod is ready. On any failure or signal, everything is taken down again."""
+    scenario = scenario.with_transport(transport) if transport else scenario
+    prefix, root = prefix or new_prefix(), state.root_dir(root)
+    if state.lab_dir(prefix, root).exists() or netns.lab_namespaces(prefix):
+        raise FileExistsError(f"lab {prefix} exists: take it down first")
+    resources = manifests.load([scenario.examples]).all
+    topology = scenarios.build_topology(scenario, resources, prefix)
+    objects, rewrites = scenarios.lab_resources(resources, topology)
+    info = LabInfo(
+        prefix,
+        scenario.name,
+        scenario.transport,
+        f"{HOST}:{free_port()}",
+        commands.gateway,
+        scenarios.stand_in_notes(topology.internet_hosts),
+        tuple(map(str, rewrites)),
+    )
+    sup = procs.Supervisor(prefix, root)
+    finished = False
+
+    def cleanup() -> None:
+        if not finished:
+            down(prefix, root, sup)
+
+    with procs.guarded(cleanup):
+        save_info(info, root)  # first, so `lab down` finds even a half-built lab
+        progress(f"lab {prefix}: building {len(topology.namespaces())} namespaces")
+        isolated(netns.build, topology)
+        state.save_topology(topology, root)
+        _start_etcd(sup, info, root)
+        progress(f"etcd ready on {info.etcd}")
+        procs.start_echo(sup, internet_ns(prefix), [h.address for h in topology.internet_hosts])
+        asyncio.run(_apply(info.etcd, objects, progress))
+        _start_daemons(sup, info, scenario, topology, commands, root)
+        progress("controller, kubelet and agents started")
+        wanted = sum(r.spec.replicas for r in resources if isinstance(r, EgressGateway))
+        asyncio.run(_wait_ready(LabHandle(info, root, sup), wanted, progress, timeout))
+        finished = True
+    return LabHandle(info, root, sup)
+
+
+_ISOLATED = """
+import pickle, sys
+out, sys.stdout = sys.stdout.buffer, sys.stderr
+fn, args = pickle.load(sys.stdin.buffer)
+try:
+    result = (True, fn(*args))
+except Exception as err:
+    result = (False, err)
+out.write(pickle.dumps(result))
+"""
+
+
+def isolated(fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)` in a fresh interpreter. pyroute2 forks to create namespaces and to open
+    sockets in them, and a fork of a process that runs gRPC threads (any that has talked
+    to etcd) crashes; a new process has none. `fn` and `args` must pickle."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ISOLATED], input=pickle.dumps((fn, args)), capture_output=True
+    )
+    if done.returncode != 0 or not done.stdout:
+        raise RuntimeError(
+            f"{fn.__name__} died ({done.returncode}): {done.stderr.decode()[-1500:]}"
+        )
+    ok, value = pickle.loads(done.stdout)
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def _etcd_argv(info: LabInfo, data_dir: Path) -> list[str]:
+    client, peer = f"http://{info.etcd}", f"http://{HOST}:{free_port()}"
+    return [
+        str(ETCD_BINARY),
+        f"--name={info.prefix}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster={info.prefix}={peer}",
+        "--initial-cluster-state=new",
+        f"--initial-cluster-token={info.prefix}",
+    ]
+
+
+def _start_etcd(sup: procs.Supervisor, info: LabInfo, root: Path) -> None:
+    """etcd as a lab process (not `EtcdServer`, which dies with the thread that started
+    it): the store must outlive `lab up`."""
+    argv = _etcd_argv(info, state.lab_dir(info.prefix, root) / "etcd")
+    sup.start("etcd", argv, None, ready=ETCD_READY, timeout=20)
+
+
+async def _apply(endpoint: str, objects: Sequence[Resource], progress: Progress) -> None:
+    """All objects in one transaction; more than etcd's limit of operations per
+    transaction (128) go in several, in order, and the progress says so."""
+    chunks = [objects[i : i + MAX_TXN_OPS] for i in range(0, len(objects), MAX_TXN_OPS)]
+    if len(chunks) > 1:
+        progress(f"{len(objects)} objects exceed one etcd transaction: {len(chunks)} applies")
+    store = await etcd.connect(endpoint)
+    try:
+        for chunk in chunks:
+            await resource_store(store).apply(chunk)
+    finally:
+        await store.close()
+    progress(f"applied {len(objects)} objects")
+
+
+def _start_daemons(
+    sup: procs.Supervisor,
+    info: LabInfo,
+    scenario: Scenario,
+    topology: Topology,
+    commands: Commands,
+    root: Path,
+) -> None:
+    env = {state.ROOT_ENV: str(root)}
+    sup.start("kubelet", [*commands.kubelet, "--lab", info.prefix], None, env=env)
+    zones = [f"--subnet-zone={s}={z}" for s, z in sorted(scenario.subnet_zones.items())]
+    sup.start("controller", [*commands.controller, "--etcd", info.etcd, *zones], None, env=env)
+    for node in topology.nodes:
+        gateways = gateway_dir(info.prefix, node.name, root)
+        gateways.mkdir(parents=True, exist_ok=True)
+        argv = [
+            *commands.agent,
+            *("--etcd", info.etcd, "--node", node.name),
+            *("--netns", node_ns(info.prefix, node.name), "--transport", info.transport),
+            *("--gateway-dir", str(gateways), "--underlay-mtu", str(topology.underlay_mtu)),
+        ]
+        sup.start(f"agent-{node.name}", argv, None, env=env)
+
+
+# --- readiness ------------------------------------------------------------------------------
+
+
+def probe(prefix: str, pod: GatewayPod, port: int = HEALTH_PORT, timeout: float = 0.5) -> bool:
+    """Does the gateway answer GET /readiness with 200, asked from inside its namespace?"""
+
+    def ask() -> bool:
+        url = f"http://{pod.ip}:{port}/readiness"
+        with _DIRECT.open(url, timeout=timeout) as reply:
+            return bool(reply.status == 200)
+
+    try:
+        return procs.in_netns(pod_ns(prefix, pod), ask)
+    except OSError:
+        return False
+
+
+def _dead(sup: procs.Supervisor) -> str | None:
+    """The log tail of the first lab process that has died, if any."""
+    for record in sup.records:
+        if not procs.alive(record):
+            tail = record.log.read_text(errors="replace")[-1500:]
+            return f"{record.name} exited:\n{tail}"
+    return None
+
+
+async def _readiness(handle: LabHandle, pods: Sequence[Pod]) -> tuple[str, bool]:
+    """A one-line account of how far the lab is, and whether it is all ready."""
+    topology = await asyncio.to_thread(handle.topology)
+    ready = await asyncio.gather(
+        *(asyncio.to_thread(probe, handle.prefix, g) for g in topology.gateways)
+    )
+    created = [p for p in pods if GATEWAY_ANNOTATION in p.metadata.annotations]
+    plain = len(pods) - len(created)
+    line = (
+        f"gateway pods: {len(created)} created, {len(topology.gateways)} wired, "
+        f"{sum(ready)} ready; pods wired: {len(topology.pods)}/{plain}"
+    )
+    done = all(ready) and len(ready) == len(created) and len(topology.pods) == plain
+    return line, done
+
+
+async def _wait_ready(handle: LabHandle, gateways: int, progress: Progress, timeout: float) -> None:
+    """Until every one of the `gateways` gateway pods is ready and every pod is wired."""
+    assert handle.supervisor is not None
+    deadline = asyncio.get_running_loop().time() + timeout
+    store, last = await etcd.connect(handle.info.etcd), ""
+    try:
+        while True:
+            if (death := _dead(handle.supervisor)) is not None:
+                raise RuntimeError(death)
+            found, _ = await resource_store(store).list_all("Pod")
+            line, done = await _readiness(handle, [p for p in found if isinstance(p, Pod)])
+            if line != last:
+                progress(last := line)
+            created = sum(GATEWAY_ANNOTATION in p.metadata.annotations for p in found)
+            if done and created == gateways:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                logs = state.log_dir(handle.prefix, handle.root)
+                raise TimeoutError(f"lab not ready after {timeout:.0f}s ({line}); logs: {logs}")
+            await asyncio.sleep(0.1)
+    finally:
+        await store.close()
+
+
+# --- down -----------------------------------------------------------------------------------
+
+
+def down(
+    prefix: str | None = None,
+    root: Path | None = None,
+    supervisor: procs.Supervisor | None = None,
+) -> str:
+    """Stop the lab's processes (the kubelet's gateways too), delete its namespaces and its
+    state directory; returns the prefix. Idempotent. `supervisor`: the one `up` returned in
+    this process, so its children are reaped too."""
+    prefix = resolve(prefix, root)
+    if supervisor is not None:
+        supervisor.stop_all()
+    # SIGTERM lets the kubelet stop its gateways; the kill below catches any it left.
+    procs.kill_recorded(state.load_processes(prefix, root))
+    procs.kill_recorded(state.load_processes(prefix, kubelet_root(prefix, root)))
+    netns.teardown(prefix, root)
+    state.discard(prefix, root)
+    return prefix
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    gateway: str
+    namespace: str
+    name: str
+    node: str
+    ip: IPv4Address
+    public_ip: IPv4Address | None
+    ready: bool
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    info: LabInfo
+    topology: Topology
+    gateways: tuple[GatewayStatus, ...]
+    processes: tuple[tuple[str, bool], ...]  # (name, alive)
+
+
+async def _gateway_names(endpoint: str) -> dict[tuple[str, str], str]:
+    store = await etcd.connect(endpoint, timeout=2.0)
+    try:
+        pods, _ = await resource_store(store).list_all("Pod")
+    finally:
+        await store.close()
+    return {
+        (p.metadata.namespace or "", p.metadata.name): p.metadata.annotations[GATEWAY_ANNOTATION]
+        for p in pods
+        if GATEWAY_ANNOTATION in p.metadata.annotations
+    }
+
+
+def status(handle: LabHandle) -> LabStatus:
+    """The lab now: its topology, gateway pods (from the store: which gateway) and processes."""
+    topology = handle.topology()
+    names = asyncio.run(_gateway_names(handle.info.etcd))
+    gateways = tuple(
+        GatewayStatus(
+            names.get((g.namespace, g.name), ""),
+            g.namespace,
+            g.name,
+            g.node,
+            g.ip,
+            g.elastic_ip or topology.nat_address(topology.node(g.node).zone),
+            probe(handle.prefix, g),
+        )
+        for g in topology.gateways
+    )
+    records = [
+        *state.load_processes(handle.prefix, handle.root),
+        *state.load_processes(handle.prefix, kubelet_root(handle.prefix, handle.root)),
+    ]
+    return LabStatus(
+        handle.info, topology, gateways, tuple((r.name, procs.alive(r)) for r in records)
+    )
