@@ -15,9 +15,9 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
 from pathlib import Path
 
+from egressgw.agent.bgp import BgpAgent
 from egressgw.calc import decision, nodeplan, snapshot
 from egressgw.calc.cluster import ClusterView
 from egressgw.calc.nodeplan import ConfigKey, NodeInfo
@@ -54,14 +54,16 @@ class Agent:
     config: AgentConfig
     nft: NftDriver
     routing: RoutingDriver
+    bgp: BgpAgent | None = None  # when this node speaks BGP
     slots: dict[ConfigKey, int] = field(default_factory=dict)
     adopted: bool = False
     last_apply_ms: float = 0.0
 
     @classmethod
-    def real(cls, config: AgentConfig) -> Agent:
-        """An agent with the kernel drivers for its namespace."""
-        return cls(config, NodeNftables(config.netns), NetlinkRouting(config.netns))
+    def real(cls, config: AgentConfig, bgp_dir: Path | None = None) -> Agent:
+        """An agent with the kernel drivers for its namespace (and BIRD if `bgp_dir`)."""
+        bgp = None if bgp_dir is None else BgpAgent.real(config.node, config.netns, bgp_dir)
+        return cls(config, NodeNftables(config.netns), NetlinkRouting(config.netns), bgp)
 
     def apply_state(self, objects: Mapping[ResKey, Resource]) -> dp.ApplyStats:
         """Compute and apply this node's plan for the cluster state `objects`."""
@@ -71,7 +73,7 @@ class Agent:
             log.error("store holds an inconsistent state; dataplane left as is: %s", err)
             return dp.ApplyStats(errors=("inconsistent state",))
         start = time.perf_counter()
-        nodes = _nodes(resources)
+        nodes = nodeplan.node_infos(resources.nodes)
         me = next((n for n in nodes if n.name == self.config.node), None)
         if me is None:
             log.warning("node %s is not in the store yet", self.config.node)
@@ -93,6 +95,8 @@ class Agent:
         stats = self.routing.apply(result.plan) + self.nft.apply(result.plan)
         self.slots = dict(result.slots)
         self._write_gateway_plans(result.gateways)
+        if self.bgp is not None:
+            self.bgp.apply(resources)
         self.last_apply_ms = (time.perf_counter() - start) * 1000
         for error in stats.errors:
             log.error("apply: %s", error)
@@ -130,18 +134,6 @@ class Agent:
         for stale in directory.glob("*.json"):
             if stale.name not in wanted:
                 stale.unlink(missing_ok=True)
-
-
-def _nodes(resources: ResourceSet) -> list[NodeInfo]:
-    nodes = []
-    for n in resources.nodes:
-        if n.internal_ip is None:
-            continue
-        cidrs = [c for c in (n.spec.pod_cidrs if n.spec else []) if isinstance(c, IPv4Network)]
-        if n.spec is not None and isinstance(n.spec.pod_cidr, IPv4Network) and n.spec.pod_cidr not in cidrs:
-            cidrs.insert(0, n.spec.pod_cidr)
-        nodes.append(NodeInfo(n.metadata.name, n.internal_ip, tuple(cidrs)))
-    return nodes
 
 
 async def run(agent: Agent, store: Store) -> None:

@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 from egressgw.calc import decision
 from egressgw.calc.cluster import ClusterView, Workload
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
+from egressgw.model import Node
 from egressgw.plan import dataplane as dp
 
 # A configuration's identity, stable while its gateways come and go: the policy or
@@ -29,6 +30,22 @@ ConfigKey = tuple[object, ...]
 def calico_ifname(namespace: str, name: str) -> str:
     """The host-side veth name Calico's CNI gives a pod: `cali` + sha1("<ns>.<name>")[:11]."""
     return "cali" + hashlib.sha1(f"{namespace}.{name}".encode()).hexdigest()[:11]
+
+
+def pod_cidrs(node: Node) -> tuple[IPv4Network, ...]:
+    """A Node's IPv4 pod CIDRs (`spec.podCIDR` first, then `spec.podCIDRs`)."""
+    spec = node.spec
+    if spec is None:
+        return ()
+    found = [spec.pod_cidr] if isinstance(spec.pod_cidr, IPv4Network) else []
+    found += [c for c in spec.pod_cidrs if isinstance(c, IPv4Network) and c not in found]
+    return tuple(found)
+
+
+def node_infos(nodes: Sequence[Node]) -> list[NodeInfo]:
+    """NodeInfo for every node that has an IPv4 address."""
+    return [NodeInfo(n.metadata.name, n.internal_ip, pod_cidrs(n)) for n in nodes
+            if n.internal_ip is not None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ def agent(
     netns: Annotated[str | None, typer.Option("--netns", help="The node's network namespace (default: this one).")] = None,
     transport: Annotated[Transport, typer.Option("--transport")] = Transport.VXLAN,
     underlay_mtu: Annotated[int, typer.Option("--underlay-mtu")] = 1500,
+    bgp_dir: Annotated[Path | None, typer.Option("--bgp-dir", help="Run BIRD for this node, its files here.")] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a node agent: keep this node's egress dataplane equal to the cluster state."""
@@ -59,7 +60,7 @@ def agent(
 
     async def main() -> None:
         store = await connect(etcd)
-        await agent_node.run(agent_node.Agent.real(config), store)
+        await agent_node.run(agent_node.Agent.real(config, bgp_dir), store)
 
     asyncio.run(main())
 

@@ -37,6 +37,22 @@ from typing import Any
 
 import attrs
 import kmock
+from kmock._internal import parsing
+
+_NAMESPACES = re.compile(r"/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?")
+_parse_path = parsing.parse_path
+
+
+def _parse_path_with_namespaces(path: str) -> parsing.ParsedPath:
+    """kmock 0.8 reads `/api/v1/namespaces[/NAME]` as a namespace prefix with no resource
+    (and fails on the bare collection); read it as the `namespaces` resource itself."""
+    found = _NAMESPACES.fullmatch(path)
+    if found is None:
+        return _parse_path(path)
+    return parsing.ParsedPath("", "v1", "namespaces", None, found.group(1), found.group(2))
+
+
+parsing.parse_path = _parse_path_with_namespaces
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str | None, str]  # group, plural, namespace, name
