@@ -14,7 +14,7 @@ holds no cache and no retry policy; callers decide.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,7 +138,7 @@ class KubeClient:
         resource_version: str,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Changes after `resource_version`, bookmarks included, until the server ends the
         stream (about `watch_timeout` seconds). Raises GoneError if that version is too old."""
         params = _query(

@@ -24,6 +24,7 @@ first, then the writes go in order. `compact` is a no-op (the API server compact
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -120,7 +121,7 @@ class KubeStore:
         items = sorted((i for part, _ in found for i in part), key=lambda i: i.key)
         return Snapshot(tuple(items), newest)
 
-    async def _read(self, source: _Source, prefix: str, at: int | None = None) -> tuple[list[Item], int]:
+    async def _read(self, source: _Source, prefix: str, at: int | None = None) -> tuple[builtins.list[Item], int]:
         if source.res is None:
             objs, rev = await self._call(self.client.list(
                 CONFIG_MAP, self.namespace, field_selector=f"metadata.name={self.state_name}",
@@ -174,7 +175,7 @@ class KubeStore:
         check_revision(start_revision)
         self._check_open()
         sources = self._sources(prefix)
-        queue: asyncio.Queue[list[Event] | Exception] = asyncio.Queue()
+        queue: asyncio.Queue[builtins.list[Event] | Exception] = asyncio.Queue()
         several = len(sources) > 1
         tasks = [
             asyncio.create_task(self._follow(s, prefix, start_revision, queue, several))
@@ -203,7 +204,7 @@ class KubeStore:
         source: _Source,
         prefix: str,
         start: int,
-        queue: asyncio.Queue[list[Event] | Exception],
+        queue: asyncio.Queue[builtins.list[Event] | Exception],
         several: bool,
     ) -> None:
         """Feed one resource's changes into `queue`, reconnecting after server timeouts."""
@@ -224,7 +225,7 @@ class KubeStore:
 
     async def _stream(
         self, source: _Source, prefix: str, cursor: int
-    ) -> AsyncGenerator[tuple[int, list[Event]], None]:
+    ) -> AsyncGenerator[tuple[int, builtins.list[Event]], None]:
         res = source.res or CONFIG_MAP
         selector = f"metadata.name={self.state_name}" if source.res is None else None
         namespace = self.namespace if source.res is None else source.namespace
@@ -236,7 +237,7 @@ class KubeStore:
                 found = self._events(source, ev.type, ev.object, revision)
                 yield revision, [e for e in found if e.key.startswith(prefix)]
 
-    def _events(self, source: _Source, kind: str, obj: dict[str, Any], revision: int) -> list[Event]:
+    def _events(self, source: _Source, kind: str, obj: dict[str, Any], revision: int) -> builtins.list[Event]:
         if kind == "BOOKMARK":
             return []
         if source.res is None:
@@ -251,7 +252,10 @@ class KubeStore:
 
     async def _state_object(self) -> dict[str, Any] | None:
         try:
-            return await self._call(self.client.get(CONFIG_MAP, self.namespace, self.state_name))
+            found: dict[str, Any] = await self._call(
+                self.client.get(CONFIG_MAP, self.namespace, self.state_name)
+            )
+            return found
         except NotFoundError:
             return None
 
@@ -315,11 +319,13 @@ class KubeStore:
     async def _upsert(self, res: ApiResource, obj: dict[str, Any]) -> dict[str, Any]:
         while True:
             try:
-                return await self._call(self.client.replace(res, obj))
+                saved: dict[str, Any] = await self._call(self.client.replace(res, obj))
+                return saved
             except NotFoundError:
                 pass
             try:
-                return await self._call(self.client.create(res, obj))
+                saved = await self._call(self.client.create(res, obj))
+                return saved
             except ConflictError:
                 continue  # created meanwhile: replace it
 
@@ -356,8 +362,8 @@ class KubeStore:
 
     # -- keys and values ----------------------------------------------------------------------
 
-    def _sources(self, prefix: str) -> list[_Source]:
-        sources: list[_Source] = []
+    def _sources(self, prefix: str) -> builtins.list[_Source]:
+        sources: builtins.list[_Source] = []
         if RESOURCE_PREFIX.startswith(prefix) or prefix.startswith(RESOURCE_PREFIX):
             rest = prefix.removeprefix(RESOURCE_PREFIX) if prefix.startswith(RESOURCE_PREFIX) else ""
             kind, slash, tail = rest.partition("/")

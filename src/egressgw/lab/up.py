@@ -453,3 +453,19 @@ def status(handle: LabHandle) -> LabStatus:
     return LabStatus(
         handle.info, topology, gateways, tuple((r.name, procs.alive(r)) for r in records)
     )
+
+
+def netns_for(topology: Topology, name: str) -> str:
+    """The namespace `lab exec NAME` means: a pod (NAMESPACE/NAME, or NAME in default), an
+    internet host's name, a node's name, or vpc / edge / internet."""
+    namespace, _, pod = name.rpartition("/")
+    found = topology.find(namespace or "default", pod)
+    if found is not None:
+        return pod_ns(topology.prefix, found)
+    if any(h.name == name for h in topology.internet_hosts) or name == "internet":
+        return internet_ns(topology.prefix)
+    if any(n.name == name for n in topology.nodes):
+        return node_ns(topology.prefix, name)
+    if name in ("vpc", "edge"):
+        return f"{topology.prefix}-{name}"
+    raise LookupError(f"lab {topology.prefix} has no pod, node or internet host {name!r}")

@@ -235,7 +235,7 @@ class ApiServer(kmock.KubernetesScaffold):
         if revision < self.compacted or revision > self.revision:
             raise _error(410, "Expired", f"too old resource version: {revision} ({self.compacted})")
         state = dict(self._objects)
-        for rev, kind, key, obj in reversed(self._history):
+        for rev, _kind, key, _obj in reversed(self._history):
             if rev <= revision:
                 break
             previous = self._before(key, rev)

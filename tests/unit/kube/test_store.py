@@ -176,8 +176,16 @@ async def test_a_snapshot_of_several_kinds_is_read_at_one_revision(
     resources = resource_store(store)
     await resources.apply([POOL])
     await resources.apply([GATEWAY])
+    written: list[int] = []
+
+    def another_writer() -> None:  # between our LISTs of different kinds, once
+        if not written:
+            cm = {"metadata": {"name": "meanwhile", "namespace": "default"}}
+            written.append(int(apiserver.seed("", "configmaps", cm)["metadata"]["resourceVersion"]))
+
+    apiserver["list v1/pods"] >> another_writer
     snap = await store.list(RESOURCE_PREFIX)
-    assert snap.revision == apiserver.revision
+    assert snap.revision == written[0] == apiserver.revision
     assert {i.key for i in snap.items} == {
         resource_path(("IPPool", None, POOL.metadata.name)), resource_path(GW_KEY)
     }
