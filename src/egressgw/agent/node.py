@@ -15,14 +15,17 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from egressgw.agent.bgp import BgpAgent
+from egressgw.calc import annotations as ann
 from egressgw.calc import decision, nodeplan, snapshot
 from egressgw.calc.cluster import ClusterView
-from egressgw.calc.nodeplan import ConfigKey, NodeInfo
+from egressgw.calc.nodeplan import ConfigKey
 from egressgw.drivers.netlink import NetlinkRouting, RoutingDriver
 from egressgw.drivers.nftables import NftDriver, NodeNftables
+from egressgw.model import Pod
 from egressgw.model.meta import Resource
 from egressgw.model.parsing import ManifestError
 from egressgw.model.resourceset import ResourceSet
@@ -30,7 +33,7 @@ from egressgw.plan import dataplane as dp
 from egressgw.plan.serial import gateway_to_json
 from egressgw.store.base import Store
 from egressgw.store.codec import resource_store
-from egressgw.store.resources import Informer, ResKey
+from egressgw.store.resources import Informer, ResKey, ResourceStore
 
 log = logging.getLogger("egressgw.agent")
 RESYNC_SECONDS = 60.0  # re-read the kernel this often even when nothing changed
@@ -56,6 +59,7 @@ class Agent:
     routing: RoutingDriver
     bgp: BgpAgent | None = None  # when this node speaks BGP
     slots: dict[ConfigKey, int] = field(default_factory=dict)
+    last: nodeplan.NodeResult | None = None
     adopted: bool = False
     last_apply_ms: float = 0.0
 
@@ -88,12 +92,13 @@ class Agent:
         if self.config.transport is dp.Transport.VXLAN:
             vxlan = dp.VxlanSettings(local=me.ip, mtu=dp.vxlan_mtu(self.config.underlay_mtu),
                                      vni=felix.egress_ip_vxlan_vni, port=felix.egress_ip_vxlan_port)
-        result = nodeplan.node_plan(view, me, nodes, routing, self.slots, vxlan)
+        result = nodeplan.node_plan(view, me, nodes, routing, self.slots, vxlan, self.last)
         for problem in result.problems:
             log.warning("%s", problem)
         # Routes before classification: a packet is only marked into a table that exists.
         stats = self.routing.apply(result.plan) + self.nft.apply(result.plan)
         self.slots = dict(result.slots)
+        self.last = result
         self._write_gateway_plans(result.gateways)
         if self.bgp is not None:
             self.bgp.apply(resources)
@@ -136,6 +141,45 @@ class Agent:
                 stale.unlink(missing_ok=True)
 
 
+def maintenance_annotations(
+    result: nodeplan.NodeResult, objects: Mapping[ResKey, Resource]
+) -> dict[tuple[str, str], dict[str, str]]:
+    """The reference's gatewayMaintenance* annotations for each local client pod whose
+    connections still use a draining gateway (reference §4.4); {} for the others."""
+    by_ip = {p.ip: p for p in objects.values() if isinstance(p, Pod) and p.ip is not None}
+    wanted: dict[tuple[str, str], dict[str, str]] = {}
+    for pod, gateway_ip in result.maintenance.items():
+        gw = by_ip.get(gateway_ip)
+        if gw is None or gw.metadata.deletion_timestamp is None:
+            continue
+        finish = gw.metadata.deletion_timestamp
+        start = finish - timedelta(seconds=gw.metadata.deletion_grace_period_seconds or 0)
+        wanted[pod] = {
+            ann.MAINTENANCE_GATEWAY_IP: str(gateway_ip),
+            ann.MAINTENANCE_STARTED: start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ann.MAINTENANCE_FINISHED: finish.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    return wanted
+
+
+async def _annotate(
+    resources: ResourceStore[Resource], node: str, result: nodeplan.NodeResult,
+    objects: Mapping[ResKey, Resource],
+) -> None:
+    wanted = maintenance_annotations(result, objects)
+    keys = (ann.MAINTENANCE_GATEWAY_IP, ann.MAINTENANCE_STARTED, ann.MAINTENANCE_FINISHED)
+    for obj in objects.values():
+        if not isinstance(obj, Pod) or obj.spec is None or obj.spec.node_name != node:
+            continue
+        pod = (obj.metadata.namespace or "default", obj.metadata.name)
+        have = {k: v for k, v in obj.metadata.annotations.items() if k in keys}
+        want = wanted.get(pod, {})
+        if have != want:
+            await resources.patch_annotations(
+                ("Pod", pod[0], pod[1]), want, [k for k in have if k not in want]
+            )
+
+
 async def run(agent: Agent, store: Store) -> None:
     """Follow the store forever, reconciling after each batch of changes."""
     changed = asyncio.Event()
@@ -145,7 +189,8 @@ async def run(agent: Agent, store: Store) -> None:
         latest["state"] = dict(state)
         changed.set()
 
-    informer = Informer(resource_store(store), on_change, delay=0.01)
+    resources = resource_store(store)
+    informer = Informer(resources, on_change, delay=0.01)
     task = asyncio.create_task(informer.run())
     try:
         while True:
@@ -155,7 +200,10 @@ async def run(agent: Agent, store: Store) -> None:
                 agent.nft.invalidate()  # catch edits made behind our back
             changed.clear()
             if "state" in latest:
-                await asyncio.to_thread(agent.apply_state, latest["state"])
+                state = latest["state"]
+                await asyncio.to_thread(agent.apply_state, state)
+                if agent.last is not None:
+                    await _annotate(resources, agent.config.node, agent.last, state)
     finally:
         task.cancel()
 

@@ -68,6 +68,7 @@ class Route:
     hops: tuple[Hop, ...] = ()
     description: str = ""
     capped: bool = False  # maxNextHops applies: the hops are this pod's own subset
+    draining: tuple[IPv4Address, ...] = ()  # matched gateways left out because terminating
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,8 @@ def _policy_route(
     hops = choose_hops(view, workload, selection, prefer_local)
     action = Action.GATEWAY if hops else Action.DROP
     capped = selection.max_next_hops > 0
-    route = Route(rule.destination_cidr, index, action, hops, description, capped)
+    draining = terminating_members(view, workload, selection)
+    route = Route(rule.destination_cidr, index, action, hops, description, capped, draining)
     if shared:
         view.routes[memo_key] = route
     return route
@@ -220,7 +222,8 @@ def _from_selection(
     if selection.namespace_selector is not None:
         parts.append(f"namespaceSelector={selection.namespace_selector}")
     reason = f"{where} annotation " + ", ".join(parts)
-    route = Route(DEFAULT_ROUTE, None, action, hops, capped=selection.max_next_hops > 0)
+    route = Route(DEFAULT_ROUTE, None, action, hops, capped=selection.max_next_hops > 0,
+                  draining=terminating_members(view, workload, selection))
     sel, ns = selection.key
     scope = workload.namespace if selection.namespace_selector is None else "*"
     identity = f"selector:{sel}|{ns}|{scope}|{selection.max_next_hops}"
@@ -243,6 +246,16 @@ def choose_hops(
         usable = sorted(usable, key=lambda w: _score(workload, w))[:cap]
         usable.sort(key=lambda w: w.key)
     return tuple(Hop(w.namespace, w.gateway, w.name, w.ip, w.node) for w in usable if w.ip)
+
+
+def terminating_members(
+    view: ClusterView, workload: Workload, selection: GatewaySelection
+) -> tuple[IPv4Address, ...]:
+    """The gateways `selection` matches that are terminating (draining), sorted."""
+    return tuple(sorted(
+        w.ip for w in view.matching(selection, workload.namespace)
+        if w.terminating and w.ip is not None and w.key != workload.key
+    ))
 
 
 def _score(client: Workload, gateway: Workload) -> bytes:

@@ -65,6 +65,10 @@ class NodeResult:
     gateways: Mapping[tuple[str, str], dp.GatewayPlan]  # local gateway pods by (ns, name)
     slots: Mapping[ConfigKey, int]
     problems: tuple[str, ...]
+    tables: Mapping[ConfigKey, dp.EgressTable]  # every table, lingering ones included
+    classified: Mapping[tuple[str, str], ConfigKey]  # which pod uses which configuration
+    # pods whose previous table lingers for a draining gateway -> that gateway's IP
+    maintenance: Mapping[tuple[str, str], IPv4Address]
 
 
 def config_key(config: decision.EgressConfig) -> ConfigKey:
@@ -97,8 +101,14 @@ def node_plan(
     routing: dp.RoutingSettings,
     previous: Mapping[ConfigKey, int],
     vxlan: dp.VxlanSettings | None,
+    before: NodeResult | None = None,
 ) -> NodeResult:
-    """The plan for `node`: classification and tables for its pods, plans for its gateways."""
+    """The plan for `node`: classification and tables for its pods, plans for its gateways.
+
+    Draining: a table that is no longer wanted but routes through a gateway that is still
+    terminating (not yet gone) lingers, unchanged and with no classification pointing at it,
+    so connections that carry its mark keep their gateway until the grace period ends.
+    """
     local = [w for w in view.workloads.values() if w.node == node.name and w.ip is not None]
     local.sort(key=lambda w: w.key)
     wanted: dict[tuple[str, str], ConfigKey] = {}
@@ -109,7 +119,9 @@ def node_plan(
         if key:
             wanted[w.key] = key
             content.setdefault(key, table_routes(config))
-    slots = dp.assign_slots(wanted.values(), previous, routing.capacity)
+    draining = {w.ip for w in view.workloads.values() if w.terminating and w.ip is not None}
+    lingering, previous = _lingering(before, content, draining, previous)
+    slots = dp.assign_slots([*wanted.values(), *lingering], previous, routing.capacity)
     problems = [f"{ns}/{name}: no free egress slot on {node.name} (capacity {routing.capacity})"
                 for (ns, name), key in sorted(wanted.items()) if key not in slots]
     by_key = {w.key: w for w in local}
@@ -117,14 +129,63 @@ def node_plan(
         dp.Classification(calico_ifname(*pod), _ip(by_key[pod]), slots[key])
         for pod, key in sorted(wanted.items()) if key in slots
     )
-    used = {slots[k] for k in wanted.values() if k in slots}
-    tables = tuple(
-        dp.EgressTable(slot, content[key])
-        for key, slot in sorted(slots.items(), key=lambda kv: kv[1]) if slot in used
-    )
-    plan = dp.NodePlan(routing, view.internal, tables, classifications, vxlan)
+    content.update({k: t.routes for k, t in lingering.items()})
+    used = {slots[k] for k in [*wanted.values(), *lingering] if k in slots}
+    tables = {key: dp.EgressTable(slot, content[key]) for key, slot in slots.items() if slot in used}
+    plan = dp.NodePlan(routing, view.internal, tuple(tables.values()), classifications, vxlan)
     gateways = {w.key: gateway_plan(w, node, nodes, vxlan) for w in local if GATEWAY_ANNOTATION in w.annotations}
-    return NodeResult(plan, gateways, {k: v for k, v in slots.items() if v in used}, tuple(problems))
+    maintenance = _maintenance(before, lingering, draining)
+    return NodeResult(plan, gateways, {k: v for k, v in slots.items() if v in used},
+                      tuple(problems), tables, wanted, maintenance)
+
+
+def _lingering(
+    before: NodeResult | None,
+    content: Mapping[ConfigKey, tuple[dp.EgressRoute, ...]],
+    draining: set[IPv4Address],
+    previous: Mapping[ConfigKey, int],
+) -> tuple[dict[ConfigKey, dp.EgressTable], dict[ConfigKey, int]]:
+    """Tables kept for the live connections of draining gateways, and the slots to reuse.
+
+    A table whose content drops a draining gateway is not changed in place (that would move
+    its live connections): it is set aside under a ("lingering", key, slot) key, unchanged,
+    and its configuration starts afresh in a new slot. It stays while a draining gateway
+    it routes through still exists; then it goes, and so do those connections.
+    """
+    if before is None:
+        return {}, dict(previous)
+    lingering: dict[ConfigKey, dp.EgressTable] = {}
+    slots = dict(previous)
+    for key, table in before.tables.items():
+        if not table.gateways & draining:
+            continue
+        if key and key[0] == "lingering":
+            lingering[key] = table
+            continue
+        new_gateways = frozenset(g for r in content.get(key, ()) for g in r.gateways)
+        if key not in content or not (table.gateways & draining) <= new_gateways:
+            moved = ("lingering", key, table.slot)
+            lingering[moved] = table
+            slots.pop(key, None)
+            slots[moved] = table.slot
+    return lingering, slots
+
+
+def _maintenance(
+    before: NodeResult | None, lingering: Mapping[ConfigKey, dp.EgressTable], draining: set[IPv4Address]
+) -> dict[tuple[str, str], IPv4Address]:
+    if before is None:
+        return {}
+    by_old_key = {k[1]: t for k, t in lingering.items() if k not in before.tables}  # moved now
+    out: dict[tuple[str, str], IPv4Address] = {}
+    for pod, key in before.classified.items():
+        table = by_old_key.get(key)
+        if table is not None:
+            out[pod] = max(table.gateways & draining)
+    for pod, ip in before.maintenance.items():
+        if ip in draining and any(ip in t.gateways for t in lingering.values()):
+            out.setdefault(pod, ip)
+    return out
 
 
 def gateway_plan(

@@ -22,8 +22,12 @@ from egressgw.lab import procs, scenarios
 from egressgw.lab import up as lab_up
 from egressgw.lab.scenarios import Transport
 
-app = typer.Typer(name="lab", help="A lab of network namespaces running egressgw.", no_args_is_help=True)
-demo_app = typer.Typer(name="demo", help="Walk a reference scenario on a lab.", no_args_is_help=True)
+app = typer.Typer(
+    name="lab", help="A lab of network namespaces running egressgw.", no_args_is_help=True
+)
+demo_app = typer.Typer(
+    name="demo", help="Walk a reference scenario on a lab.", no_args_is_help=True
+)
 app.add_typer(demo_app, name="demo")
 
 
@@ -113,7 +117,9 @@ def status(prefix: PrefixOption = None, output: OutputOption = Output.TABLE) -> 
 
 @app.command("exec", context_settings={"ignore_unknown_options": True})
 def exec_(
-    name: Annotated[str, typer.Argument(help="NS/NAME or NAME (a pod in default), a host or node.")],
+    name: Annotated[
+        str, typer.Argument(help="NS/NAME or NAME (a pod in default), a host or node.")
+    ],
     command: Annotated[list[str], typer.Argument(help="The command, after --.")],
     prefix: PrefixOption = None,
 ) -> None:
@@ -179,7 +185,9 @@ def _run_demo(handle: lab_up.LabHandle, output: Output) -> lab_demo.DemoResult:
 
         result = lab_demo.aws_demo(handle, on_step=on_step)
     failed = sum(not s.ok for s in result.steps)
-    verdict = "[green]every step as expected[/green]" if result.ok else f"[red]{failed} failed[/red]"
+    verdict = (
+        "[green]every step as expected[/green]" if result.ok else f"[red]{failed} failed[/red]"
+    )
     _err.print(f"{len(result.steps)} steps: {verdict}")
     return result
 

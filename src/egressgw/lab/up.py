@@ -291,7 +291,9 @@ def _start_daemons(
     commands: Commands,
     root: Path,
 ) -> None:
-    env = {state.ROOT_ENV: str(root)}
+    # gRPC's fork handlers crash a forked child (pyroute2 forks to open sockets in a
+    # namespace) of a process that talks to etcd; the processes' own children inherit this.
+    env = {state.ROOT_ENV: str(root), "GRPC_ENABLE_FORK_SUPPORT": "false"}
     sup.start("kubelet", [*commands.kubelet, "--lab", info.prefix], None, env=env)
     zones = [f"--subnet-zone={s}={z}" for s, z in sorted(scenario.subnet_zones.items())]
     sup.start("controller", [*commands.controller, "--etcd", info.etcd, *zones], None, env=env)

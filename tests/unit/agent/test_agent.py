@@ -98,3 +98,41 @@ def test_a_gateway_set_change_keeps_the_table_slot(tmp_path: Path) -> None:
     assert list(a.slots.values()) == list(before.values())
     routes = [r for r in a.routing.read().routes if str(r.destination) == "0.0.0.0/0" and r.hops]
     assert {str(h.gateway) for r in routes for h in r.hops} == {"10.99.8.8", "10.99.8.9"}
+
+
+def test_a_draining_gateway_keeps_its_old_table_for_live_connections(tmp_path: Path) -> None:
+    from egressgw.agent.node import maintenance_annotations
+
+    state = cluster({ann.SELECTOR: "egress-gateway == 'egw-2'"})
+    gw = next(o for k, o in state.items() if k[2] == "egw-2-0")
+    second = parsing.to_dict(gw)
+    second["metadata"]["name"] = "egw-2-1"
+    second["status"] = {"podIP": "10.99.8.9"}
+    state = {**state, ("Pod", "default", "egw-2-1"): parsing.from_dict(second)}
+    a = agent(tmp_path)
+    a.apply_state(state)
+    (old_slot,) = a.slots.values()
+    draining = parsing.to_dict(gw)
+    draining["metadata"]["deletionTimestamp"] = "2026-11-23T12:00:30Z"
+    draining["metadata"]["deletionGracePeriodSeconds"] = 30
+    state = {**state, ("Pod", "default", "egw-2-0"): parsing.from_dict(draining)}
+    a.apply_state(state)
+    held = a.nft.read()
+    assert held is not None
+    (entry,) = held.classifications
+    new_slot = entry[2]
+    assert new_slot != old_slot and set(a.slots.values()) == {old_slot, new_slot}
+    by_table = {}
+    for r in a.routing.read().routes:
+        if str(r.destination) == "0.0.0.0/0" and r.hops:
+            by_table[r.table] = {str(h.gateway) for h in r.hops}
+    assert sorted(by_table.values(), key=len) == [{"10.99.8.9"}, {"10.99.8.8", "10.99.8.9"}]
+    assert a.last is not None
+    notes = maintenance_annotations(a.last, state)[("default", "netshoot")]
+    assert notes == {ann.MAINTENANCE_GATEWAY_IP: "10.99.8.8",
+                     ann.MAINTENANCE_STARTED: "2026-11-23T12:00:00Z",
+                     ann.MAINTENANCE_FINISHED: "2026-11-23T12:00:30Z"}
+    gone = {k: v for k, v in state.items() if k[2] != "egw-2-0"}
+    a.apply_state(gone)
+    assert list(a.slots.values()) == [new_slot]
+    assert maintenance_annotations(a.last, gone) == {}

@@ -18,7 +18,7 @@ from egressgw.kube.client import KubeClient
 from egressgw.kube.crds import crds
 from egressgw.kube.store import KubeStore
 from egressgw.manifests import read_resources
-from egressgw.model import EgressGateway, IPPool, Resource
+from egressgw.model import EgressGateway, EgressGatewayStatus, IPPool, Resource
 from egressgw.store.base import Compacted, Conflict, Event, EventType, Put
 from egressgw.store.codec import resource_store
 from egressgw.store.resources import RESOURCE_PREFIX, Informer, ResKey, resource_path
@@ -104,8 +104,7 @@ async def test_status_is_written_through_the_status_subresource(
 
     def ready(gw: Resource) -> Resource:
         status = {"state": "Ready", "conditions": [{"type": "Available", "status": "True"}]}
-        return gw.model_copy(update={"status": EgressGateway.model_fields["status"].annotation
-                                     .__args__[0].model_validate(status)})  # type: ignore[union-attr]
+        return gw.model_copy(update={"status": EgressGatewayStatus.model_validate(status)})
 
     updated = await resources.update(GW_KEY, ready)
     after = apiserver.stored(OPERATOR, "egressgateways", "tenant0-egw")["tenant0-egw"]
