@@ -136,6 +136,7 @@ def test_schedule_fills_the_emptiest_node_first_then_by_name() -> None:
         pod("d"),
         pod("e", node="node-1"),
         pod("g", **{GW: "egw-1"}),  # the controller's to place
+        pod("h", "node-3", "10.99.24.1", **{GW: "egw-2"}),  # not counted
     ]
     assert kubelet.schedule(pods, t) == {
         ("default", "c"): ("node-3", A("10.244.2.1")),

@@ -16,12 +16,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from egressgw.agent.bgp import BgpAgent
+from egressgw.agent.health import Prober
 from egressgw.calc import annotations as ann
 from egressgw.calc import decision, nodeplan, snapshot
 from egressgw.calc.cluster import ClusterView
+from egressgw.calc.gateways import GATEWAY_ANNOTATION
 from egressgw.calc.nodeplan import ConfigKey
 from egressgw.drivers.netlink import NetlinkRouting, RoutingDriver
 from egressgw.drivers.nftables import NftDriver, NodeNftables
@@ -60,6 +64,7 @@ class Agent:
     bgp: BgpAgent | None = None  # when this node speaks BGP
     slots: dict[ConfigKey, int] = field(default_factory=dict)
     last: nodeplan.NodeResult | None = None
+    failed: frozenset[IPv4Address] = frozenset()  # gateways the prober found dead
     adopted: bool = False
     last_apply_ms: float = 0.0
 
@@ -84,7 +89,7 @@ class Agent:
             return dp.ApplyStats()
         felix = resources.felix_configuration.spec
         routing = dp.RoutingSettings(rule_priority=felix.egress_ip_routing_rule_priority)
-        view = snapshot.view_of(resources)
+        view = snapshot.view_of(resources, failed=self.failed)
         if not self.adopted:
             self.slots = self._adopt(view, routing)
             self.adopted = True
@@ -99,7 +104,7 @@ class Agent:
         stats = self.routing.apply(result.plan) + self.nft.apply(result.plan)
         self.slots = dict(result.slots)
         self.last = result
-        self._write_gateway_plans(result.gateways)
+        self._write_gateway_plans(result.gateways, _detection(resources))
         if self.bgp is not None:
             self.bgp.apply(resources)
         self.last_apply_ms = (time.perf_counter() - start) * 1000
@@ -125,10 +130,13 @@ class Agent:
         log.info("adopted %d slots from the kernel", len(adopted))
         return adopted
 
-    def _write_gateway_plans(self, plans: Mapping[tuple[str, str], dp.GatewayPlan]) -> None:
+    def _write_gateway_plans(
+        self, plans: Mapping[tuple[str, str], dp.GatewayPlan], detection: Mapping[tuple[str, str], Any]
+    ) -> None:
         directory = self.config.gateway_dir
         directory.mkdir(parents=True, exist_ok=True)
-        wanted = {f"{ns}.{name}.json": gateway_to_json(p) for (ns, name), p in plans.items()}
+        wanted = {f"{ns}.{name}.json": gateway_to_json(p, detection.get((ns, name)))
+                  for (ns, name), p in plans.items()}
         for name, text in wanted.items():
             path = directory / name
             if path.exists() and path.read_text() == text:
@@ -139,6 +147,21 @@ class Agent:
         for stale in directory.glob("*.json"):
             if stale.name not in wanted:
                 stale.unlink(missing_ok=True)
+
+
+def _detection(resources: ResourceSet) -> dict[tuple[str, str], Any]:
+    """Each gateway pod's EgressGateway `egressGatewayFailureDetection`, as manifest JSON."""
+    specs = {
+        (g.metadata.namespace or "default", g.metadata.name): g.spec.egress_gateway_failure_detection
+        for g in resources.egress_gateways
+    }
+    out: dict[tuple[str, str], Any] = {}
+    for pod in resources.pods:
+        ns = pod.metadata.namespace or "default"
+        spec = specs.get((ns, pod.metadata.annotations.get(GATEWAY_ANNOTATION, "")))
+        if spec is not None:
+            out[(ns, pod.metadata.name)] = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return out
 
 
 def maintenance_annotations(
@@ -191,6 +214,13 @@ async def run(agent: Agent, store: Store) -> None:
 
     resources = resource_store(store)
     informer = Informer(resources, on_change, delay=0.01)
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(changed.set)
+
+    prober = Prober(agent.config.netns, wake)
+    prober.start()
     task = asyncio.create_task(informer.run())
     try:
         while True:
@@ -201,8 +231,10 @@ async def run(agent: Agent, store: Store) -> None:
             changed.clear()
             if "state" in latest:
                 state = latest["state"]
+                agent.failed = prober.failed
                 await asyncio.to_thread(agent.apply_state, state)
                 if agent.last is not None:
+                    prober.set_targets(agent.last.plan.gateways)
                     await _annotate(resources, agent.config.node, agent.last, state)
     finally:
         task.cancel()

@@ -14,6 +14,7 @@ import typer
 from egressgw.agent import node as agent_node
 from egressgw.controller import gateways as controller_gateways
 from egressgw.gateway import process as gateway_process
+from egressgw.gateway import upstream as gateway_upstream
 from egressgw.plan.dataplane import Transport
 from egressgw.store.etcd import connect
 
@@ -75,7 +76,9 @@ def gateway(
 ) -> None:
     """Run a gateway: apply its plan (SNAT, VXLAN, return routes) and serve /readiness."""
     _logging(log_level, f"gateway[{pod}]")
-    state = gateway_process.GatewayState()
+    upstream = gateway_upstream.Upstream(netns)
+    state = gateway_process.GatewayState(upstream=upstream)
+    threading.Thread(target=upstream.loop, name="upstream", daemon=True).start()
     gateway_process.serve_health(netns, IPv4Address(ip), health_port, state)
     follower = threading.Thread(
         target=gateway_process.follow_plan, args=(netns, plan_file, state), daemon=True

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from egressgw.drivers.gatewaynet import GatewayNet
 from egressgw.drivers.netns import in_netns
-from egressgw.plan.serial import gateway_from_json
+from egressgw.gateway.upstream import Upstream
+from egressgw.plan.serial import failure_detection_from_json, gateway_from_json
 
 log = logging.getLogger("egressgw.gateway")
 
@@ -30,10 +31,19 @@ class GatewayState:
 
     applied: str | None = None  # the plan text last applied without error
     error: str | None = None
+    upstream: Upstream | None = None  # egressGatewayFailureDetection, when configured
+
+    def problem(self) -> str | None:
+        """Why the gateway is not ready, or None when it is."""
+        if self.applied is None:
+            return "no plan yet"
+        if self.error is not None:
+            return self.error
+        return None if self.upstream is None else self.upstream.problem()
 
     @property
     def ready(self) -> bool:
-        return self.applied is not None and self.error is None
+        return self.problem() is None
 
 
 def _handler(state: GatewayState) -> type[BaseHTTPRequestHandler]:
@@ -42,8 +52,9 @@ def _handler(state: GatewayState) -> type[BaseHTTPRequestHandler]:
             if self.path not in ("/readiness", "/health", "/"):
                 self.send_error(404)
                 return
-            body = b"ready\n" if state.ready else f"not ready: {state.error or 'no plan yet'}\n".encode()
-            self.send_response(200 if state.ready else 503)
+            problem = state.problem()
+            body = b"ready\n" if problem is None else f"not ready: {problem}\n".encode()
+            self.send_response(200 if problem is None else 503)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -88,6 +99,8 @@ def follow_plan(netns: str | None, plan_file: Path, state: GatewayState, poll: f
 def _apply(driver: GatewayNet, text: str, state: GatewayState) -> None:
     try:
         stats = driver.apply(gateway_from_json(text))
+        if state.upstream is not None:
+            state.upstream.detection = failure_detection_from_json(text)
     except (ValueError, KeyError, OSError) as err:
         state.error = f"plan: {err}"
         log.error("cannot apply plan: %s", err)

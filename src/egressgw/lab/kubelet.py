@@ -113,7 +113,7 @@ def _node_for(
     pod: PodResource, nodes: Mapping[str, Node], counts: Counter[str | None]
 ) -> str | None:
     """The pod's own node; else the node whose pod CIDR holds its address; else the node
-    with the fewest pods, then by name. None if the pod names a node the lab lacks."""
+    with the fewest (plain) pods, then by name. None if it names a node the lab lacks."""
     if pod.spec.node_name:
         return pod.spec.node_name if pod.spec.node_name in nodes else None
     if pod.ip is not None:
@@ -125,9 +125,11 @@ def schedule(
     pods: Sequence[PodResource], topology: Topology
 ) -> dict[PodKey, tuple[str, IPv4Address]]:
     """A node and an address for every plain pod that lacks either. Gateway pods are the
-    controller's to place; a pod whose node has no free address is left out."""
+    controller's to place, and are not counted: they take secondary IPs, not pod-CIDR
+    addresses, and counting them would make a pod's node depend on whether the controller
+    or the kubelet wrote first. A pod whose node has no free address is left out."""
     nodes = {n.name: n for n in topology.nodes}
-    counts: Counter[str | None] = Counter(p.spec.node_name for p in pods)
+    counts: Counter[str | None] = Counter(p.spec.node_name for p in pods if not is_gateway(p))
     used = {p.ip for p in pods if p.ip is not None} | {w.ip for w in topology.workloads()}
     plan: dict[PodKey, tuple[str, IPv4Address]] = {}
     for p in sorted(pods, key=_key):

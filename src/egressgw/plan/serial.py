@@ -10,9 +10,10 @@ from typing import Any
 from egressgw.plan.dataplane import GatewayPlan, GatewayVxlan, ReturnRoute
 
 
-def gateway_to_json(plan: GatewayPlan) -> str:
-    """The plan as stable, sorted JSON."""
+def gateway_to_json(plan: GatewayPlan, failure_detection: dict[str, Any] | None = None) -> str:
+    """The plan (and the EgressGateway's `egressGatewayFailureDetection`) as sorted JSON."""
     body: dict[str, Any] = {
+        "failureDetection": failure_detection,
         "address": str(plan.address),
         "egressIP": str(plan.egress_ip),
         "uplink": plan.uplink,
@@ -23,6 +24,12 @@ def gateway_to_json(plan: GatewayPlan) -> str:
                          for r in plan.return_routes],
     }
     return json.dumps(body, sort_keys=True, indent=1)
+
+
+def failure_detection_from_json(text: str) -> dict[str, Any] | None:
+    """The `egressGatewayFailureDetection` the plan file carries, as written in the manifest."""
+    found = json.loads(text).get("failureDetection")
+    return found if isinstance(found, dict) else None
 
 
 def gateway_from_json(text: str) -> GatewayPlan:
