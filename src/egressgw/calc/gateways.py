@@ -20,6 +20,7 @@ from egressgw.model import EgressGateway, IPPool, Node
 ZONE_LABEL = "topology.kubernetes.io/zone"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 GATEWAY_ANNOTATION = "egressgw.io/egress-gateway"  # the EgressGateway a pod belongs to
+GRACE_ANNOTATION = "egressgw.io/termination-grace-seconds"  # its drain window on deletion
 ELASTIC_IP_ANNOTATION = "egressgw.io/elastic-ip"  # the Elastic IP associated with a pod
 POOLS_ANNOTATION = "cni.projectcalico.org/ipv4pools"
 ELASTIC_IPS_ANNOTATION = "cni.projectcalico.org/awsElasticIPs"
@@ -76,6 +77,8 @@ def pod_specs(gw: EgressGateway, pools: Sequence[IPPool]) -> list[GatewayPod]:
         POOLS_ANNOTATION: json.dumps(list(names)),
         GATEWAY_ANNOTATION: gw.metadata.name,
     }
+    if spec is not None and spec.termination_grace_period_seconds:
+        annotations[GRACE_ANNOTATION] = str(spec.termination_grace_period_seconds)
     if elastic:
         annotations[ELASTIC_IPS_ANNOTATION] = json.dumps([str(e) for e in elastic])
     spread = spec is not None and any(

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -77,6 +78,7 @@ class Controller:
         self.resources: ResourceStore[Resource] = resource_store(store)
         self.state = StateStore(store)
         self.subnet_zones = dict(subnet_zones or {})
+        self.wake: Callable[[], None] | None = None  # reconcile again (set by `run`)
 
     async def reconcile(self, objects: Mapping[ResKey, Resource]) -> None:
         """One pass: write the pods that should exist, delete the ones that should not."""
@@ -86,15 +88,21 @@ class Controller:
             log.error("inconsistent state, nothing changed: %s", err)
             return
         mine = [p for p in rs.pods if owned(p)]
+        # A terminating pod keeps its address and its name until it is gone (it drains).
+        draining = {_key(p): p for p in mine if p.metadata.deletion_timestamp is not None}
         pools = {p.metadata.name: p for p in rs.ip_pools}
         reserved = [c for r in rs.ip_reservations for c in r.spec.reserved_cidrs]
+        reserved += [ipam.block_of(p.ip, 32) for p in draining.values() if p.ip is not None]
+        live = [p for p in mine if _key(p) not in draining]
         placed, _, problems = gateways.materialize(
             list(rs.egress_gateways), list(rs.ip_pools), reserved, list(rs.nodes),
-            previous_rollout(mine, pools), self.subnet_zones,
+            previous_rollout(live, pools), self.subnet_zones,
         )
+        placed = [p for p in placed if (p.pod.namespace, p.pod.name) not in draining]
         for problem in problems:
             log.warning("%s", problem)
-        await self._write(placed, {(p.metadata.namespace or "default", p.metadata.name): p for p in mine})
+        await self._write(placed, {_key(p): p for p in live})
+        await self._finish(draining)
         await self._status(rs, placed, problems)
 
     async def _write(self, placed: list[gateways.Placed], existing: dict[tuple[str, str], Pod]) -> None:
@@ -112,14 +120,32 @@ class Controller:
             await self.resources.apply(writes)
             log.info("wrote %d gateway pods", len(writes))
         wanted = {(p.pod.namespace, p.pod.name) for p in placed}
-        gone = [key for key in existing if key not in wanted]
-        if gone:
-            await self.resources.delete([("Pod", ns, name) for ns, name in gone])
-            for ns, name in gone:
-                pod = existing[(ns, name)]
-                if pod.ip is not None:
-                    await self.state.release(f"ipam/{pod.ip}", gateways.handle(ns, name))
-            log.info("deleted %d gateway pods", len(gone))
+        for key in sorted(k for k in existing if k not in wanted):
+            pod = existing[key]
+            grace = int(pod.metadata.annotations.get(gateways.GRACE_ANNOTATION, "0") or 0)
+            if grace > 0:
+                await self.resources.update(("Pod", *key), _terminating(grace))
+                log.info("%s/%s: terminating, drains for %d s", *key, grace)
+            else:
+                await self._delete(pod)
+
+    async def _finish(self, draining: dict[tuple[str, str], Pod]) -> None:
+        """Delete the draining pods whose grace period is over; wake up for the others."""
+        now = datetime.now(UTC)
+        for pod in draining.values():
+            deadline = pod.metadata.deletion_timestamp
+            assert deadline is not None
+            if deadline <= now:
+                await self._delete(pod)
+            elif self.wake is not None:
+                asyncio.get_running_loop().call_later((deadline - now).total_seconds() + 0.05, self.wake)
+
+    async def _delete(self, pod: Pod) -> None:
+        ns, name = _key(pod)
+        await self.resources.delete([("Pod", ns, name)])
+        if pod.ip is not None:
+            await self.state.release(f"ipam/{pod.ip}", gateways.handle(ns, name))
+        log.info("deleted gateway pod %s/%s", ns, name)
 
     async def _status(self, rs: ResourceSet, placed: list[gateways.Placed], problems: list[str]) -> None:
         for gw in rs.egress_gateways:
@@ -139,6 +165,21 @@ class Controller:
             current = parsing.to_dict(gw).get("status") or {}
             if {k: current.get(k) for k in status} != status:
                 await self.resources.update(("EgressGateway", ns, name), _with_status(status))
+
+
+def _key(pod: Pod) -> tuple[str, str]:
+    return pod.metadata.namespace or "default", pod.metadata.name
+
+
+def _terminating(grace: int) -> Any:
+    """A change that marks a pod as deleted-with-grace, as the API server does."""
+    def change(res: Resource) -> Resource:
+        body = parsing.to_dict(res)
+        deadline = datetime.now(UTC) + timedelta(seconds=grace)
+        body["metadata"]["deletionTimestamp"] = deadline.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body["metadata"]["deletionGracePeriodSeconds"] = grace
+        return parsing.from_dict(body, source="controller")
+    return change
 
 
 def _canonical(res: Resource) -> dict[str, Any]:
@@ -164,6 +205,7 @@ async def run(controller: Controller, store: Store) -> None:
         latest["state"] = dict(state)
         changed.set()
 
+    controller.wake = changed.set
     task = asyncio.create_task(Informer(controller.resources, on_change, delay=0.01).run())
     try:
         while True:

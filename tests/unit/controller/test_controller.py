@@ -57,3 +57,31 @@ def test_a_second_controller_agrees_and_never_doubles_an_address() -> None:
         assert {k: p.ip for k, p in pods.items()} == {k: p.ip for k, p in pods2.items()}
 
     asyncio.run(scenario())
+
+
+def test_scaling_down_drains_the_pod_for_its_grace_period() -> None:
+    from egressgw.model import parsing
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        controller = Controller(store, ZONES)
+        objs = list(manifests.load([EXAMPLES / "aws-public-ip"]).all)
+        gw = next(o for o in objs if o.kind == "EgressGateway" and o.metadata.name == "egw-1")
+        body = parsing.to_dict(gw)
+        body["spec"]["replicas"] = 2
+        body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+        objs = [o for o in objs if o is not gw] + [parsing.from_dict(body)]
+        await controller.resources.apply(objs)
+        pods = await _reconciled(store, controller)
+        assert ("default", "egw-1-1") in pods
+        body["spec"]["replicas"] = 1
+        await controller.resources.apply([parsing.from_dict(body)])
+        pods = await _reconciled(store, controller)
+        draining = pods[("default", "egw-1-1")]
+        assert draining.metadata.deletion_timestamp is not None
+        assert draining.metadata.deletion_grace_period_seconds == 1
+        await asyncio.sleep(1.1)
+        pods = await _reconciled(store, controller)
+        assert ("default", "egw-1-1") not in pods and ("default", "egw-1-0") in pods
+
+    asyncio.run(scenario())
