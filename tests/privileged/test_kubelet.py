@@ -367,6 +367,25 @@ def test_kubelet_wires_moves_and_removes_a_gateway_pod(klab: KubeletLab) -> None
 
 
 @pytest.mark.privileged
+def test_a_restarted_kubelet_adopts_the_lab_and_restarts_dead_gateways(klab: KubeletLab) -> None:
+    gw_ns = f"{klab.prefix}-gw-default-egw-1-0"
+    klab.put(pod("egw-1-0", "node-1", "10.99.8.1", **{GW: "egw-1"}))
+    eventually(lambda: readiness(gw_ns, "http://10.99.8.1:8080/readiness"))
+    inode = (Path("/run/netns") / gw_ns).stat().st_ino
+    os.kill(klab.sup.records[0].pid, signal.SIGKILL)  # no chance to stop its gateways
+    klab.sup.stop("kubelet")
+    argv = procs.python_argv("egressgw.lab.kubelet", "--lab", klab.prefix)
+    env = {state.ROOT_ENV: str(klab.root)}
+    klab.sup.start("kubelet", argv, None, env=env, ready=kubelet.READY)
+    eventually(lambda: readiness(gw_ns, "http://10.99.8.1:8080/readiness"))
+    assert (Path("/run/netns") / gw_ns).stat().st_ino == inode  # adopted, not rebuilt
+    assert len(processes_with(f"--netns {gw_ns}")) == 1  # the old one was stopped
+    # A gateway process that dies is started again.
+    os.kill(processes_with(f"--netns {gw_ns}")[0], signal.SIGKILL)
+    eventually(lambda: readiness(gw_ns, "http://10.99.8.1:8080/readiness"), timeout=15)
+
+
+@pytest.mark.privileged
 def test_kubelet_stops_its_gateways_when_it_stops(klab: KubeletLab) -> None:
     gw_ns = f"{klab.prefix}-gw-default-egw-1-0"
     klab.put(pod("egw-1-0", "node-1", "10.99.8.1", **{GW: "egw-1"}))

@@ -23,6 +23,7 @@ from ipaddress import IPv4Address, IPv4Network
 from egressgw.calc import annotations as egress_annotations
 from egressgw.calc.annotations import GatewaySelection
 from egressgw.calc.cluster import ClusterView, Support, Workload
+from egressgw.calc.gateways import GATEWAY_ANNOTATION
 from egressgw.model import EgressGatewayPolicy, EgressGatewayRule
 from egressgw.selector import SelectorParseError, parse
 
@@ -130,6 +131,10 @@ def egress_config(view: ClusterView, workload: Workload) -> EgressConfig:
     """The egress configuration that applies to `workload`, by the reference's precedence."""
     if view.support is Support.DISABLED:
         return EgressConfig(Source.NONE, None, (), "egressIPSupport is Disabled")
+    if GATEWAY_ANNOTATION in workload.annotations:
+        # A gateway forwards others' traffic and sends its own directly, even in a namespace
+        # whose annotations steer every other pod (REF-AWS annotates the gateways' namespace).
+        return EgressConfig(Source.NONE, None, (), "an egress gateway is never a client of one")
     pod = None
     if view.support is Support.PER_NAMESPACE_OR_POD:
         pod = egress_annotations.read(workload.annotations)

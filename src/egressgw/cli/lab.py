@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -77,9 +78,12 @@ def _bring_up(scenario: str, transport: TransportChoice | None) -> lab_up.LabHan
         chosen = scenarios.get(scenario)
     except KeyError as err:
         raise _fail(str(err.args[0]), 2) from None
-    return lab_up.up(
-        chosen, transport=_TRANSPORTS[transport] if transport else None, progress=_progress
-    )
+    try:
+        return lab_up.up(
+            chosen, transport=_TRANSPORTS[transport] if transport else None, progress=_progress
+        )
+    except (RuntimeError, TimeoutError, OSError) as err:
+        raise _fail(f"the lab did not come up and was taken down again: {err}") from None
 
 
 # --- up, down, status, exec -----------------------------------------------------------------
@@ -193,17 +197,17 @@ def _run_demo(handle: lab_up.LabHandle, output: Output) -> lab_demo.DemoResult:
 
 
 def _demo_table(steps: list[lab_demo.DemoStep]) -> Table:
-    table = Table(title="AWS egress gateways: what the internet saw")
-    for column in ("step", "destination", "via", "expected", "seen", "", "ms"):
-        table.add_column(column, justify="right" if column == "ms" else "left")
+    table = Table(title="What the lab's internet saw", box=box.SIMPLE_HEAD, collapse_padding=True)
+    for column in ("step", "to", "via", "expected", "seen", "", "ms"):
+        table.add_column(column, justify="right" if column == "ms" else "left", no_wrap=True)
     for s in steps:
         table.add_row(
             s.step,
-            f"{s.stands_for.split()[0]} ({s.destination})",
+            s.host,
             s.via,
-            ", ".join(map(str, s.expected)) or "-",
-            str(s.seen) if s.seen else "no answer",
-            "[green]ok[/green]" if s.ok else "[red]FAIL[/red]",
+            " ".join(map(str, s.expected)) or "(none)",
+            str(s.seen) if s.seen else "[red]no answer[/red]",
+            "[green]✓[/green]" if s.ok else "[red]✗[/red]",
             str(s.elapsed_ms),
         )
     return table

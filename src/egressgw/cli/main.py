@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from egressgw.cli import daemons, explain, selector, validate
+from egressgw.cli import daemons, explain, lab, resources, selector, validate
 
 app = typer.Typer(
     name="egressgw",
@@ -19,6 +19,10 @@ app.add_typer(selector.app, name="selector")
 app.command("controller")(daemons.controller)
 app.command("agent")(daemons.agent)
 app.command("gateway")(daemons.gateway)
+app.add_typer(lab.app, name="lab")
+app.command("apply")(resources.apply)
+app.command("annotate")(resources.annotate)
+app.command("get")(resources.get)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 from egressgw.drivers.gatewaynet import GatewayNet
 from egressgw.drivers.netns import in_netns
 from egressgw.gateway.upstream import Upstream
+from egressgw.plan.dataplane import GatewayPlan, vxlan_mtu
 from egressgw.plan.serial import failure_detection_from_json, gateway_from_json
 
 log = logging.getLogger("egressgw.gateway")
@@ -96,9 +97,20 @@ def follow_plan(netns: str | None, plan_file: Path, state: GatewayState, poll: f
         time.sleep(poll)
 
 
+def fit_uplink(netns: str | None, plan: GatewayPlan) -> GatewayPlan:
+    """The plan with vxlan0's MTU no larger than this pod's uplink allows (its eth0 MTU - 50):
+    the node's agent knows its own underlay, not the pod's interface."""
+    if plan.vxlan is None:
+        return plan
+    path = Path("/sys/class/net") / plan.uplink / "mtu"
+    uplink = int(in_netns(netns, path.read_text).strip())
+    mtu = min(plan.vxlan.mtu, vxlan_mtu(uplink))
+    return replace(plan, vxlan=replace(plan.vxlan, mtu=mtu))
+
+
 def _apply(driver: GatewayNet, text: str, state: GatewayState) -> None:
     try:
-        stats = driver.apply(gateway_from_json(text))
+        stats = driver.apply(fit_uplink(driver.netns, gateway_from_json(text)))
         if state.upstream is not None:
             state.upstream.detection = failure_detection_from_json(text)
     except (ValueError, KeyError, OSError) as err:

@@ -97,8 +97,10 @@ class Controller:
         for listed in self._listed.values():
             await listed.wait()  # nothing before the initial sync
         while True:
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._resync)
+                async with asyncio.timeout(self._resync):
+                    await self._dirty.wait()
             self._dirty.clear()
             if not await self.reconcile():
                 await asyncio.sleep(self._retry_delay)

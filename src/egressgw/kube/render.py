@@ -38,6 +38,21 @@ GATEWAY_LABEL = "egressgw.io/egress-gateway"  # on Deployments we own: which Egr
 MANAGED_BY = ("app.kubernetes.io/managed-by", "egressgw")
 AWS_SECONDARY_IP = "projectcalico.org/aws-secondary-ipv4"
 CONTAINER = "egress-gateway"
+PLANS = "/run/egressgw/gateways"  # host directory where the node agent writes gateway plans
+GATEWAY_COMMAND = [
+    "egressgw", "gateway", "--pod", "$(POD_NAMESPACE)/$(POD_NAME)", "--ip", "$(EGRESS_POD_IP)",
+    "--plan-file", f"{PLANS}/$(POD_NAMESPACE).$(POD_NAME).json", "--health-port", str(HEALTH_PORT),
+]
+# The sysctls the gateway's plan wants (forwarding; no reverse-path filter, since
+# decapsulated client traffic keeps client sources; no redirects), set once by a privileged
+# init container because /proc/sys is read-only in the unprivileged gateway container.
+# Setting `default` too covers the tunnel device the gateway creates later.
+INIT_COMMAND = [
+    "sh", "-c",
+    "echo 1 > /proc/sys/net/ipv4/ip_forward && for d in all default eth0; do"
+    " echo 0 > /proc/sys/net/ipv4/conf/$d/rp_filter"
+    " && echo 0 > /proc/sys/net/ipv4/conf/$d/send_redirects; done",
+]
 INIT_CONTAINER = "egress-gateway-init"
 _PROBE_FIELDS = ("periodSeconds", "timeoutSeconds", "failureThreshold", "initialDelaySeconds")
 
@@ -48,7 +63,7 @@ class GatewayConfig:
 
     image: str
     image_pull_policy: str = "IfNotPresent"
-    mode: Literal["VXLAN", "native"] = "VXLAN"
+    mode: Literal["vxlan", "native"] = "vxlan"
     vxlan_vni: int = 4097
     vxlan_port: int = 4790
     aks: bool = False  # add the AKS node affinity, as the reference operator does on AKS
@@ -110,6 +125,8 @@ def _env(gw: EgressGateway, config: GatewayConfig) -> list[Obj]:
 
     env = [
         {"name": "HEALTH_PORT", "value": str(HEALTH_PORT)},
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
         field("EGRESS_POD_IP", "status.podIP"),
         field("EGRESS_POD_IPS", "status.podIPs"),
         {"name": "EGRESS_VXLAN_VNI", "value": str(config.vxlan_vni)},
@@ -175,7 +192,8 @@ def _containers(gw: EgressGateway, config: GatewayConfig) -> tuple[Obj, Obj]:
         "name": CONTAINER,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["egressgw", "gateway", "run"],
+        "command": GATEWAY_COMMAND,
+        "volumeMounts": [{"name": "plans", "mountPath": PLANS, "readOnly": True}],
         "env": _env(gw, config),
         "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
         "readinessProbe": readiness,
@@ -195,7 +213,7 @@ def _containers(gw: EgressGateway, config: GatewayConfig) -> tuple[Obj, Obj]:
         "name": INIT_CONTAINER,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["egressgw", "gateway", "init"],
+        "command": INIT_COMMAND,
         "env": _env(gw, config),
         "resources": _resources(gw, INIT_CONTAINER, config),
         # Sysctls and the tunnel device of the pod's own network namespace, as the reference.
@@ -212,6 +230,7 @@ def _pod_spec(gw: EgressGateway, config: GatewayConfig) -> Obj:
         "initContainers": [init],
         "containers": [main],
         "affinity": template.affinity or default_affinity(gw, config.aks),
+        "volumes": [{"name": "plans", "hostPath": {"path": PLANS, "type": "DirectoryOrCreate"}}],
     }
     optional: dict[str, Any] = {
         "nodeSelector": dict(template.node_selector),

@@ -26,15 +26,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from egressgw.kube import stateobject
-from egressgw.kube.api import CONFIG_MAP, MODEL_API_VERSIONS, ApiMap, ApiResource
+from egressgw.kube import keys, stateobject
+from egressgw.kube.api import CONFIG_MAP, ApiMap, ApiResource
 from egressgw.kube.client import (
     ApiError,
     ConflictError,
@@ -60,24 +58,11 @@ from egressgw.store.base import (
     check_writes,
     first_conflict,
 )
-from egressgw.store.resources import (
-    CLUSTER_SCOPE,
-    RESOURCE_PREFIX,
-    parse_resource_path,
-    resource_path,
-)
+from egressgw.store.resources import RESOURCE_PREFIX
 
 log = logging.getLogger(__name__)
 _TOO_OLD = re.compile(r"\((\d+)\)")
 _STATE_ATTEMPTS = 32  # a state transaction retries on 409 while its own conditions hold
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One thing to list and watch: a resource (optionally one namespace) or the state."""
-
-    res: ApiResource | None  # None = the state object
-    namespace: str | None = None
 
 
 class KubeStore:
@@ -104,7 +89,7 @@ class KubeStore:
         check_key(key)
         if not key.startswith(RESOURCE_PREFIX):
             return (await self._state()).item(key)
-        res, namespace, name = self._locate(key)
+        res, namespace, name = keys.locate(key, self.apis)
         try:
             obj = await self._call(self.client.get(res, namespace, name))
         except NotFoundError:
@@ -112,7 +97,7 @@ class KubeStore:
         return self._item(key, res, obj)
 
     async def list(self, prefix: str) -> Snapshot:
-        sources = self._sources(prefix)
+        sources = keys.sources(prefix, self.apis)
         found = [await self._read(s, prefix) for s in sources]
         newest = max((rev for _, rev in found), default=self._revision)
         for index, (source, (_, rev)) in enumerate(zip(sources, found, strict=True)):
@@ -121,7 +106,7 @@ class KubeStore:
         items = sorted((i for part, _ in found for i in part), key=lambda i: i.key)
         return Snapshot(tuple(items), newest)
 
-    async def _read(self, source: _Source, prefix: str, at: int | None = None) -> tuple[builtins.list[Item], int]:
+    async def _read(self, source: keys.Source, prefix: str, at: int | None = None) -> tuple[builtins.list[Item], int]:
         if source.res is None:
             objs, rev = await self._call(self.client.list(
                 CONFIG_MAP, self.namespace, field_selector=f"metadata.name={self.state_name}",
@@ -136,7 +121,7 @@ class KubeStore:
             ))
         except NotFoundError:
             raise StoreError(f"{res.api_version} {res.plural} is not served: is its CRD installed?") from None
-        items = (self._item(self._key(res, o), res, o) for o in objs)
+        items = (self._item(keys.key_of(res, o), res, o) for o in objs)
         return [i for i in items if i.key.startswith(prefix)], int(rev)
 
     # -- writes -------------------------------------------------------------------------------
@@ -174,7 +159,7 @@ class KubeStore:
     async def watch(self, prefix: str, start_revision: int) -> AsyncGenerator[Event, None]:
         check_revision(start_revision)
         self._check_open()
-        sources = self._sources(prefix)
+        sources = keys.sources(prefix, self.apis)
         queue: asyncio.Queue[builtins.list[Event] | Exception] = asyncio.Queue()
         several = len(sources) > 1
         tasks = [
@@ -201,7 +186,7 @@ class KubeStore:
 
     async def _follow(
         self,
-        source: _Source,
+        source: keys.Source,
         prefix: str,
         start: int,
         queue: asyncio.Queue[builtins.list[Event] | Exception],
@@ -224,7 +209,7 @@ class KubeStore:
             queue.put_nowait(Compacted(start, cursor) if several else Unavailable(str(err)))
 
     async def _stream(
-        self, source: _Source, prefix: str, cursor: int
+        self, source: keys.Source, prefix: str, cursor: int
     ) -> AsyncGenerator[tuple[int, builtins.list[Event]], None]:
         res = source.res or CONFIG_MAP
         selector = f"metadata.name={self.state_name}" if source.res is None else None
@@ -237,13 +222,13 @@ class KubeStore:
                 found = self._events(source, ev.type, ev.object, revision)
                 yield revision, [e for e in found if e.key.startswith(prefix)]
 
-    def _events(self, source: _Source, kind: str, obj: dict[str, Any], revision: int) -> builtins.list[Event]:
+    def _events(self, source: keys.Source, kind: str, obj: dict[str, Any], revision: int) -> builtins.list[Event]:
         if kind == "BOOKMARK":
             return []
         if source.res is None:
             state = stateobject.decode(obj)
             return state.removal("") if kind == "DELETED" else state.changes("")
-        key = self._key(source.res, obj)
+        key = keys.key_of(source.res, obj)
         if kind == "DELETED":
             return [Event(EventType.DELETE, key, None, revision)]
         return [Event(EventType.PUT, key, self._item(key, source.res, obj).value, revision)]
@@ -299,11 +284,11 @@ class KubeStore:
             raise conflict
 
     async def _write_object(self, write: Write) -> None:
-        res, namespace, name = self._locate(write.key)
+        res, namespace, name = keys.locate(write.key, self.apis)
         if isinstance(write, Delete):
             await self._delete_object(write, res, namespace, name)
             return
-        obj = self._object(res, namespace, name, write.value)
+        obj = keys.object_of(res, namespace, name, write.value)
         if write.expect == 0:
             saved = await self._guarded(write, self.client.create(res, obj))
         elif write.expect is not None:
@@ -360,57 +345,10 @@ class KubeStore:
         item = await self.get(write.key)
         return Conflict(write.key, write.expect or 0, 0 if item is None else item.mod_revision)
 
-    # -- keys and values ----------------------------------------------------------------------
-
-    def _sources(self, prefix: str) -> builtins.list[_Source]:
-        sources: builtins.list[_Source] = []
-        if RESOURCE_PREFIX.startswith(prefix) or prefix.startswith(RESOURCE_PREFIX):
-            rest = prefix.removeprefix(RESOURCE_PREFIX) if prefix.startswith(RESOURCE_PREFIX) else ""
-            kind, slash, tail = rest.partition("/")
-            scope = tail.split("/")[0] if "/" in tail else None
-            for name in self.apis.kinds:
-                if (slash and name == kind) or (not slash and name.startswith(kind)):
-                    res = self.apis[name]
-                    namespace = scope if res.namespaced and scope != CLUSTER_SCOPE else None
-                    sources.append(_Source(res, namespace))
-        if not prefix.startswith(RESOURCE_PREFIX):
-            sources.append(_Source(None))
-        return sources
-
-    def _locate(self, key: str) -> tuple[ApiResource, str | None, str]:
-        kind, namespace, name = parse_resource_path(key)
-        res = self.apis[kind]
-        if res.namespaced == (namespace is None):
-            raise ValueError(f"{key}: {kind} is {'' if res.namespaced else 'not '}namespaced")
-        return res, namespace, name
-
-    def _key(self, res: ApiResource, obj: dict[str, Any]) -> str:
-        meta = obj.get("metadata", {})
-        namespace = meta.get("namespace") if res.namespaced else None
-        return resource_path((res.kind, namespace, meta["name"]))
-
     def _item(self, key: str, res: ApiResource, obj: dict[str, Any]) -> Item:
-        revision = int(obj.get("metadata", {}).get("resourceVersion") or 0)
-        self._seen(revision)
-        meta = {
-            k: v
-            for k, v in obj.get("metadata", {}).items()
-            if k not in ("resourceVersion", "managedFields")
-        }
-        clean = {**obj, "apiVersion": MODEL_API_VERSIONS.get(res.kind, res.api_version),
-                 "kind": res.kind, "metadata": meta}
-        value = json.dumps(clean, sort_keys=True, separators=(",", ":")).encode()
-        return Item(key, value, revision, 0)
-
-    def _object(self, res: ApiResource, namespace: str | None, name: str, value: bytes) -> dict[str, Any]:
-        obj = json.loads(value)
-        if not isinstance(obj, dict):
-            raise ValueError(f"{res.kind} {name}: a stored object must be a JSON object")
-        meta = {**obj.get("metadata", {}), "name": name}
-        meta.pop("resourceVersion", None)
-        if namespace is not None:
-            meta["namespace"] = namespace
-        return {**obj, "apiVersion": res.api_version, "kind": res.kind, "metadata": meta}
+        item = keys.item_of(key, res, obj)
+        self._seen(item.mod_revision)
+        return item
 
     # -- plumbing -----------------------------------------------------------------------------
 

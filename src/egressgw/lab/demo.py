@@ -48,10 +48,11 @@ POLICY_ROUTES = (("8.8.8.8", "egw-5"), ("4.2.2.2", "egw-6"), (IFCONFIG_ME, "egw-
 
 @dataclass(frozen=True)
 class DemoStep:
-    step: str  # what was annotated
-    destination: IPv4Address  # the lab address fetched
-    stands_for: str  # the real destination it plays
-    via: str  # what should carry the traffic
+    step: str  # the annotation state: "selector" (netshoot's), "policy" (default's), "reset"
+    host: str  # the internet host fetched from ("ifconfig.me")
+    destination: IPv4Address  # its lab address
+    stands_for: str  # the real address it plays
+    via: str  # what should carry the traffic ("egw-1", "NAT us-east-1a")
     expected: tuple[IPv4Address, ...]  # the echo service must see one of these
     seen: IPv4Address | None  # what it saw last (None: no answer)
     ok: bool
@@ -60,6 +61,7 @@ class DemoStep:
     def as_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
+            "host": self.host,
             "destination": str(self.destination),
             "stands_for": self.stands_for,
             "via": self.via,
@@ -130,8 +132,9 @@ def _observe(netns: str, check: _Check, since: float) -> DemoStep:
         time.sleep(0.05)
     return DemoStep(
         check.step,
+        check.host.name,
         check.host.address,
-        f"{check.host.name} ({check.host.stands_for})",
+        str(check.host.stands_for),
         check.via,
         check.expected,
         seen,
@@ -175,23 +178,9 @@ def _plan(topology: Topology, eips: dict[str, tuple[IPv4Address, ...]]) -> list[
     zone = topology.node(_client(topology).node).zone
     nat = topology.nat_address(zone)
     assert nat is not None
-    selector = [
-        [_Check(f"pod selector egw-{n}", me, f"egw-{n} Elastic IP", eips.get(f"egw-{n}", ()))]
-        for n in (1, 2, 3)
-    ]
-    policy = [
-        _Check(
-            f"namespace policy {POLICY_NAME}",
-            _host(topology, d),
-            f"{g} Elastic IP",
-            eips.get(g, ()),
-        )
-        for d, g in POLICY_ROUTES
-    ]
-    direct = [
-        _Check("no annotations", _host(topology, d), f"NAT gateway {zone}", (nat,))
-        for d, _ in POLICY_ROUTES
-    ]
+    selector = [[_Check("selector", me, f"egw-{n}", eips.get(f"egw-{n}", ()))] for n in (1, 2, 3)]
+    policy = [_Check("policy", _host(topology, d), g, eips.get(g, ())) for d, g in POLICY_ROUTES]
+    direct = [_Check("reset", _host(topology, d), f"NAT {zone}", (nat,)) for d, _ in POLICY_ROUTES]
     return [*selector, policy, direct]
 
 
@@ -222,8 +211,9 @@ async def _walk(handle: LabHandle, progress: Callable[[str], None], on_step: OnS
         topology = handle.topology()
         client = _client(topology)
         plan = _plan(topology, gateway_elastic_ips(pods))
+        await _reset(resources)  # the README starts with no egress annotation at all
         for stage, checks in enumerate(plan):
-            progress(checks[0].step)
+            progress(f"{checks[0].step}: {', '.join(c.via for c in checks)}")
             since = time.monotonic()
             await _annotate(resources, stage)
             for check in checks:

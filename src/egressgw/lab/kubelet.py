@@ -56,6 +56,7 @@ from egressgw.store.resources import Informer, ResKey, ResourceStore
 
 log = logging.getLogger("egressgw.lab.kubelet")
 RETRY = 1.0
+RESYNC = 5.0
 READY = "egressgw-kubelet ready"
 PodKey = tuple[str, str]  # (namespace, name)
 
@@ -193,10 +194,12 @@ class Kubelet:
         self._wake.set()
 
     async def run(self) -> None:
-        """Reconcile after every change; after a failure, again a second later."""
+        """Reconcile after every change, a second after a failure, and every RESYNC seconds
+        anyway (a gateway process that died is started again)."""
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RESYNC)
             self._wake.clear()
             if not await self.reconcile(self._pods):
                 loop.call_later(RETRY, self._wake.set)

@@ -79,8 +79,11 @@ AWS = Scenario(
     name="aws",
     description="AWS public source IP anchoring: 4 nodes in 2 zones, 6 gateways with Elastic IPs",
     examples=EXAMPLES / "aws-public-ip",
-    # AWS routes each gateway's secondary IP to its node, so no tunnel is needed.
-    transport="native",
+    # Clients reach gateways over VXLAN. The VPC routes a gateway's secondary IP to its
+    # node, but a client's packet is addressed to the internet host, and a routed VPC
+    # delivers by destination: without a tunnel only a gateway on the client's own node
+    # is reachable. `native` stays selectable for that case and for flat underlays.
+    transport="vxlan",
     zones=(
         ZoneLayout(
             "us-east-1a",

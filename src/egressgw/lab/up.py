@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import secrets
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -37,7 +38,7 @@ from egressgw.lab import netns, procs, scenarios, state
 from egressgw.lab.scenarios import Scenario, Transport
 from egressgw.lab.topology import GatewayPod, Topology, internet_ns, node_ns, pod_ns
 from egressgw.model import EgressGateway, Pod, Resource
-from egressgw.store import MAX_TXN_OPS, etcd
+from egressgw.store import MAX_TXN_OPS, StoreError, etcd
 from egressgw.store.codec import resource_store
 from egressgw.store.etcdproc import ETCD_BINARY, HOST, free_port
 
@@ -155,6 +156,19 @@ def plan_file(prefix: str, pod: GatewayPod, root: Path | None = None) -> Path:
     return gateway_dir(prefix, pod.node, root) / f"{pod.namespace}.{pod.name}.json"
 
 
+def failed_logs(prefix: str, root: Path | None = None) -> Path:
+    """Where the logs of a lab that failed to come up are kept (its state dir is removed)."""
+    return state.root_dir(root) / f"{prefix}.failed"
+
+
+def keep_logs(prefix: str, root: Path | None = None) -> None:
+    """Copy every log of the lab (the kubelet's gateways' too) to `failed_logs`."""
+    target = failed_logs(prefix, root)
+    for logs in state.log_dir(prefix, root), state.log_dir(prefix, kubelet_root(prefix, root)):
+        if logs.is_dir():
+            shutil.copytree(logs, target, dirs_exist_ok=True)
+
+
 def kubelet_root(prefix: str, root: Path | None = None) -> Path:
     """The state root of the kubelet's own Supervisor (the gateway processes), so its
     `processes.json` does not overwrite the one `up` keeps."""
@@ -197,6 +211,7 @@ def up(
 
     def cleanup() -> None:
         if not finished:
+            keep_logs(prefix, root)
             down(prefix, root, sup)
 
     with procs.guarded(cleanup):
@@ -297,6 +312,8 @@ def _start_daemons(
     sup.start("kubelet", [*commands.kubelet, "--lab", info.prefix], None, env=env)
     zones = [f"--subnet-zone={s}={z}" for s, z in sorted(scenario.subnet_zones.items())]
     sup.start("controller", [*commands.controller, "--etcd", info.etcd, *zones], None, env=env)
+    # A tunnel to a gateway pod rides on the pod's eth0 as well as on the node's.
+    mtu = min(topology.underlay_mtu, topology.pod_mtu)
     for node in topology.nodes:
         gateways = gateway_dir(info.prefix, node.name, root)
         gateways.mkdir(parents=True, exist_ok=True)
@@ -304,7 +321,7 @@ def _start_daemons(
             *commands.agent,
             *("--etcd", info.etcd, "--node", node.name),
             *("--netns", node_ns(info.prefix, node.name), "--transport", info.transport),
-            *("--gateway-dir", str(gateways), "--underlay-mtu", str(topology.underlay_mtu)),
+            *("--gateway-dir", str(gateways), "--underlay-mtu", str(mtu)),
         ]
         sup.start(f"agent-{node.name}", argv, None, env=env)
 
@@ -331,7 +348,7 @@ def _dead(sup: procs.Supervisor) -> str | None:
     for record in sup.records:
         if not procs.alive(record):
             tail = record.log.read_text(errors="replace")[-1500:]
-            return f"{record.name} exited:\n{tail}"
+            return f"{record.name} exited (logs in {failed_logs(sup.prefix, sup.root)}):\n{tail}"
     return None
 
 
@@ -368,8 +385,8 @@ async def _wait_ready(handle: LabHandle, gateways: int, progress: Progress, time
             if done and created == gateways:
                 return
             if asyncio.get_running_loop().time() > deadline:
-                logs = state.log_dir(handle.prefix, handle.root)
-                raise TimeoutError(f"lab not ready after {timeout:.0f}s ({line}); logs: {logs}")
+                logs = failed_logs(handle.prefix, handle.root)
+                raise TimeoutError(f"lab not ready after {timeout:.0f}s ({line}); logs in {logs}")
             await asyncio.sleep(0.1)
     finally:
         await store.close()
@@ -435,7 +452,10 @@ async def _gateway_names(endpoint: str) -> dict[tuple[str, str], str]:
 def status(handle: LabHandle) -> LabStatus:
     """The lab now: its topology, gateway pods (from the store: which gateway) and processes."""
     topology = handle.topology()
-    names = asyncio.run(_gateway_names(handle.info.etcd))
+    try:
+        names = asyncio.run(_gateway_names(handle.info.etcd))
+    except StoreError:  # etcd is down: show the lab anyway, without gateway names
+        names = {}
     gateways = tuple(
         GatewayStatus(
             names.get((g.namespace, g.name), ""),

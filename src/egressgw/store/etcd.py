@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+
+# gRPC's fork handlers crash pyroute2's forked helpers in processes that already run gRPC
+# threads (our agents open netlink sockets in namespaces that way). Must precede the import.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import celpy
+import celpy.adapter
 import jsonschema
 from celpy import celtypes
 
@@ -99,7 +100,7 @@ def evaluate(expression: str, value: Any) -> bool:
     if program is None:
         program = _PROGRAMS[expression] = _ENV.program(_ENV.compile(expression), functions=FUNCTIONS)
     try:
-        result = program.evaluate({"self": celpy.json_to_cel(value)})
+        result = program.evaluate({"self": celpy.adapter.json_to_cel(value)})
     except Exception:
         return False
     return result is True or (isinstance(result, celtypes.BoolType) and bool(result))

@@ -288,7 +288,8 @@ class ApiServer(kmock.KubernetesScaffold):
             self._changed.clear()
             wait = min(deadline - now, self.bookmark_interval if bookmarks else 1e9)
             try:
-                await asyncio.wait_for(self._changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
             except TimeoutError:
                 if bookmarks:
                     meta = {"resourceVersion": str(self.revision)}

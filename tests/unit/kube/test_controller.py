@@ -118,7 +118,7 @@ async def test_replica_changes_reach_the_deployment(
     await until(lambda: deployment(apiserver))
     await client.merge_patch(api.EGRESS_GATEWAY, NS, "tenant0-egw", {"spec": {"replicas": 3}})
     await until(lambda: deployment(apiserver)["spec"]["replicas"] == 3)
-    assert condition(apiserver, "Ready")["message"] == "0/3 replicas ready"
+    await until(lambda: condition(apiserver, "Ready")["message"] == "0/3 replicas ready")
 
 
 @pytest.mark.asyncio

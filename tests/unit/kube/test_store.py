@@ -18,7 +18,7 @@ from egressgw.kube.client import KubeClient
 from egressgw.kube.crds import crds
 from egressgw.kube.store import KubeStore
 from egressgw.manifests import read_resources
-from egressgw.model import EgressGateway, EgressGatewayStatus, IPPool, Resource
+from egressgw.model import EgressGateway, EgressGatewayStatus, IPPool, Resource, ResourceKey
 from egressgw.store.base import Compacted, Conflict, Event, EventType, Put
 from egressgw.store.codec import resource_store
 from egressgw.store.resources import RESOURCE_PREFIX, Informer, ResKey, resource_path
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = {
     r.key: r for r in read_resources([ROOT / "examples" / "azure-hub-spoke"])
 }
-POOL = cast(IPPool, EXAMPLE[("IPPool", None, "tenant0-pool")])
+POOL = cast(IPPool, EXAMPLE[ResourceKey("IPPool", None, "tenant0-pool")])
 GATEWAY = cast(EgressGateway, next(r for r in EXAMPLE.values() if r.kind == "EgressGateway"))
 GW_KEY: ResKey = ("EgressGateway", GATEWAY.metadata.namespace, GATEWAY.metadata.name)
 OPERATOR = "operator.tigera.io"

@@ -44,13 +44,13 @@ def policy(*destinations: str | None) -> EgressGatewayPolicy:
 def test_the_aws_scenario_is_the_reference_run() -> None:
     aws = scenarios.get("aws")
     assert aws.examples.name == "aws-public-ip" and (aws.examples / "policy.yaml").is_file()
-    assert aws.transport == "native"
+    assert aws.transport == "vxlan"
     assert aws.subnet_zones == {
         "subnet-0a1b2c3d4e5f60001": "us-east-1a",
         "subnet-0a1b2c3d4e5f60002": "us-east-1b",
     }
     assert aws.internet_hosts == default_internet_hosts()
-    assert aws.with_transport("vxlan").transport == "vxlan"
+    assert aws.with_transport("native").transport == "native"
     with pytest.raises(ValueError, match="unknown transport"):
         aws.with_transport("ipip")  # type: ignore[arg-type]
     with pytest.raises(KeyError, match="known are aws"):
