@@ -24,14 +24,13 @@ from egressgw.agent.bgp import BgpAgent
 from egressgw.agent.health import Prober
 from egressgw.calc import annotations as ann
 from egressgw.calc import decision, nodeplan, snapshot
-from egressgw.calc.cluster import ClusterView
+from egressgw.calc.cluster import ClusterView, Workload, workload_from
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
 from egressgw.calc.nodeplan import ConfigKey
 from egressgw.drivers.netlink import NetlinkRouting, RoutingDriver
 from egressgw.drivers.nftables import NftDriver, NodeNftables
 from egressgw.model import Pod
 from egressgw.model.meta import Resource
-from egressgw.model.parsing import ManifestError
 from egressgw.model.resourceset import ResourceSet
 from egressgw.plan import dataplane as dp
 from egressgw.plan.serial import gateway_to_json
@@ -65,6 +64,7 @@ class Agent:
     slots: dict[ConfigKey, int] = field(default_factory=dict)
     last: nodeplan.NodeResult | None = None
     failed: frozenset[IPv4Address] = frozenset()  # gateways the prober found dead
+    _workloads: dict[int, tuple[Pod, Workload]] = field(default_factory=dict)
     adopted: bool = False
     last_apply_ms: float = 0.0
 
@@ -76,12 +76,9 @@ class Agent:
 
     def apply_state(self, objects: Mapping[ResKey, Resource]) -> dp.ApplyStats:
         """Compute and apply this node's plan for the cluster state `objects`."""
-        try:
-            resources = ResourceSet.build(objects.values())
-        except ManifestError as err:
-            log.error("store holds an inconsistent state; dataplane left as is: %s", err)
-            return dp.ApplyStats(errors=("inconsistent state",))
         start = time.perf_counter()
+        # What is in the store was checked when it was written.
+        resources = ResourceSet.trusted(objects.values())
         nodes = nodeplan.node_infos(resources.nodes)
         me = next((n for n in nodes if n.name == self.config.node), None)
         if me is None:
@@ -89,7 +86,8 @@ class Agent:
             return dp.ApplyStats()
         felix = resources.felix_configuration.spec
         routing = dp.RoutingSettings(rule_priority=felix.egress_ip_routing_rule_priority)
-        view = snapshot.view_of(resources, failed=self.failed)
+        view = snapshot.view_of(resources, failed=self.failed, workload=self._workload)
+        self._workloads = {id(p): self._workloads[id(p)] for p in resources.pods}
         if not self.adopted:
             self.slots = self._adopt(view, routing)
             self.adopted = True
@@ -112,6 +110,14 @@ class Agent:
             log.error("apply: %s", error)
         log.info("applied in %.1f ms: %s", self.last_apply_ms, stats)
         return stats
+
+    def _workload(self, pod: Pod) -> Workload:
+        """`workload_from`, memoised on the (immutable) Pod object itself."""
+        found = self._workloads.get(id(pod))
+        if found is None or found[0] is not pod:
+            found = (pod, workload_from(pod))
+            self._workloads[id(pod)] = found
+        return found[1]
 
     def _adopt(self, view: ClusterView, routing: dp.RoutingSettings) -> dict[ConfigKey, int]:
         """Slots as the kernel holds them: each pod's current config keeps its old slot."""

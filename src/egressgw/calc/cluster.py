@@ -101,8 +101,8 @@ class ClusterView:
     matches: dict[tuple[tuple[str, str], str], tuple[GatewaySelection, tuple[Workload, ...]]] = field(
         default_factory=dict
     )
-    # (policy, rule index, node or "") -> a value the decision computed from `matches` alone
-    routes: dict[tuple[str, int, str], object] = field(default_factory=dict)
+    # results the decision computed from `matches` alone (policy routes, selection configs)
+    routes: dict[tuple[object, ...], object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.by_namespace:

@@ -220,6 +220,14 @@ def _from_selection(
     selection: GatewaySelection,
     problems: tuple[str, ...],
 ) -> EgressConfig:
+    # Without a cap, every pod of a namespace that is not itself one of the gateways gets
+    # the same configuration: share it (the memo is keyed on everything it depends on).
+    scope = workload.namespace if selection.namespace_selector is None else "*"
+    matched = view.matching(selection, workload.namespace)
+    shared = selection.max_next_hops == 0 and not any(w.key == workload.key for w in matched)
+    memo_key = ("selection", str(level), *selection.key, scope, problems)
+    if shared and isinstance(found := view.routes.get(memo_key), EgressConfig):
+        return found
     hops = choose_hops(view, workload, selection, prefer_local=False)
     action = Action.GATEWAY if hops else Action.DROP
     where = "pod" if level is Source.POD_SELECTOR else "namespace"
@@ -230,9 +238,11 @@ def _from_selection(
     route = Route(DEFAULT_ROUTE, None, action, hops, capped=selection.max_next_hops > 0,
                   draining=terminating_members(view, workload, selection))
     sel, ns = selection.key
-    scope = workload.namespace if selection.namespace_selector is None else "*"
     identity = f"selector:{sel}|{ns}|{scope}|{selection.max_next_hops}"
-    return EgressConfig(level, None, (route,), reason, problems, identity=identity)
+    config = EgressConfig(level, None, (route,), reason, problems, identity=identity)
+    if shared:
+        view.routes[memo_key] = config
+    return config
 
 
 def choose_hops(

@@ -113,12 +113,17 @@ def node_plan(
     local.sort(key=lambda w: w.key)
     wanted: dict[tuple[str, str], ConfigKey] = {}
     content: dict[ConfigKey, tuple[dp.EgressRoute, ...]] = {}
+    keys: dict[int, tuple[decision.EgressConfig, ConfigKey]] = {}  # shared configs: once
     for w in local:
         config = decision.egress_config(view, w)
-        key = config_key(config)
+        known = keys.get(id(config))
+        if known is None or known[0] is not config:
+            known = keys[id(config)] = (config, config_key(config))
+        key = known[1]
         if key:
             wanted[w.key] = key
-            content.setdefault(key, table_routes(config))
+            if key not in content:
+                content[key] = table_routes(config)
     draining = {w.ip for w in view.workloads.values() if w.terminating and w.ip is not None}
     lingering, previous = _lingering(before, content, draining, previous)
     slots = dp.assign_slots([*wanted.values(), *lingering], previous, routing.capacity)

@@ -6,7 +6,7 @@ manifests, by the agent on live state and by the benchmarks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 
 from egressgw.calc import gateways
@@ -19,6 +19,7 @@ from egressgw.calc.cluster import (
     namespace_from,
     workload_from,
 )
+from egressgw.model import Pod
 from egressgw.model.resourceset import ResourceSet
 
 
@@ -53,9 +54,13 @@ def view_of(
     derived: Sequence[gateways.Placed] = (),
     failed: Iterable[IPv4Address] = (),
     extra_internal: Iterable[IPv4Network] = (),
+    workload: Callable[[Pod], Workload] = workload_from,
 ) -> ClusterView:
-    """The decision's view of `resources` plus gateway pods derived from EgressGateways."""
-    workloads = {w.key: w for w in (workload_from(p) for p in resources.pods)}
+    """The decision's view of `resources` plus gateway pods derived from EgressGateways.
+
+    `workload` turns a Pod into a Workload; a process following a store passes a memoised
+    one, so unchanged pods are not converted again."""
+    workloads = {w.key: w for w in (workload(p) for p in resources.pods)}
     for placed in derived:
         w = workload_of(placed)
         workloads.setdefault(w.key, w)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
+from enum import StrEnum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated
@@ -16,9 +19,46 @@ from egressgw.controller import gateways as controller_gateways
 from egressgw.gateway import process as gateway_process
 from egressgw.gateway import upstream as gateway_upstream
 from egressgw.plan.dataplane import Transport
+from egressgw.store.base import Store
 from egressgw.store.etcd import connect
 
-Etcd = Annotated[str, typer.Option("--etcd", help="etcd endpoint, HOST:PORT.")]
+Etcd = Annotated[str | None, typer.Option("--etcd", help="etcd endpoint, HOST:PORT (datastore etcd).")]
+
+
+class Datastore(StrEnum):
+    """Where cluster state lives."""
+
+    ETCD = "etcd"
+    KUBERNETES = "kubernetes"
+
+
+DatastoreOpt = Annotated[Datastore, typer.Option("--datastore")]
+
+
+async def _store(datastore: Datastore, etcd: str | None) -> Store:
+    if datastore is Datastore.KUBERNETES:
+        from egressgw.cli.kube import store_from_env  # kr8s only where it is used
+
+        return await store_from_env()
+    if not etcd:
+        raise typer.BadParameter("--etcd HOST:PORT is needed with --datastore etcd")
+    return await connect(etcd)
+
+
+def _serve_health(port: int, ready: Callable[[], bool]) -> None:
+    """/liveness (always 200 while the process runs) and /readiness on 0.0.0.0:port."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path == "/liveness" or (self.path == "/readiness" and ready())
+            self.send_response(200 if ok else 503)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Health)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")]
 
 
@@ -30,7 +70,7 @@ def _logging(level: str, name: str) -> None:
 
 
 def controller(
-    etcd: Etcd,
+    etcd: Etcd = None,
     subnet_zone: Annotated[list[str] | None, typer.Option("--subnet-zone", help="AWS SUBNET=ZONE; repeatable.")] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
@@ -39,29 +79,33 @@ def controller(
     zones = dict(item.split("=", 1) for item in subnet_zone or [])
 
     async def main() -> None:
-        store = await connect(etcd)
+        store = await connect(etcd or "")
         await controller_gateways.run(controller_gateways.Controller(store, zones), store)
 
     asyncio.run(main())
 
 
 def agent(
-    etcd: Etcd,
     node: Annotated[str, typer.Option("--node", help="This node's name.")],
     gateway_dir: Annotated[Path, typer.Option("--gateway-dir", help="Where local gateway pods' plans are written.")],
     netns: Annotated[str | None, typer.Option("--netns", help="The node's network namespace (default: this one).")] = None,
     transport: Annotated[Transport, typer.Option("--transport")] = Transport.VXLAN,
     underlay_mtu: Annotated[int, typer.Option("--underlay-mtu")] = 1500,
     bgp_dir: Annotated[Path | None, typer.Option("--bgp-dir", help="Run BIRD for this node, its files here.")] = None,
+    datastore: DatastoreOpt = Datastore.ETCD,
+    etcd: Etcd = None,
+    health_port: Annotated[int, typer.Option("--health-port", help="Serve /liveness and /readiness (0: off).")] = 0,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a node agent: keep this node's egress dataplane equal to the cluster state."""
     _logging(log_level, f"agent[{node}]")
     config = agent_node.AgentConfig(node, netns, transport, gateway_dir, underlay_mtu)
+    the_agent = agent_node.Agent.real(config, bgp_dir)
+    if health_port:
+        _serve_health(health_port, lambda: the_agent.last is not None)
 
     async def main() -> None:
-        store = await connect(etcd)
-        await agent_node.run(agent_node.Agent.real(config, bgp_dir), store)
+        await agent_node.run(the_agent, await _store(datastore, etcd))
 
     asyncio.run(main())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from egressgw.cli import daemons, explain, lab, resources, selector, validate
+from egressgw.cli import daemons, explain, kube, lab, resources, selector, validate
 
 app = typer.Typer(
     name="egressgw",
@@ -23,6 +23,8 @@ app.add_typer(lab.app, name="lab")
 app.command("apply")(resources.apply)
 app.command("annotate")(resources.annotate)
 app.command("get")(resources.get)
+app.add_typer(kube.app, name="kube")
+app.command("install-manifests")(kube.install_manifests)
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 NETNS_DIR = Path("/run/netns")
-PROC_SYS = Path("/proc/sys")
+# In a container the host's /proc/sys/net may be mounted elsewhere (writable).
+PROC_SYS = Path(os.environ.get("EGRESSGW_PROC_SYS", "/proc/sys"))
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")

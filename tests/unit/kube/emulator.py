@@ -18,7 +18,9 @@ history of changes (until `compact()`), and per object `resourceVersion`, `uid`,
 - the status subresource: writes to the object ignore `status`, writes to `/status` change
   only `status`; `generation` counts changes outside metadata and status;
 - cluster-scoped objects lose a `metadata.namespace`, as on a real server;
-- POSTing a CustomResourceDefinition registers its resource (scope, status subresource).
+- POSTing a CustomResourceDefinition registers its resource (scope, status subresource),
+  and from then on every write of that resource is defaulted and validated against the
+  CRD's schema and CEL rules (tests/unit/kube/apicheck.py); a refusal is 422 Invalid.
 
 It is not an API server: no admission, no defaulting, no garbage collection, no
 strategic merge patch. List items of built-in kinds carry no kind/apiVersion, as real ones.
@@ -38,6 +40,8 @@ from typing import Any
 import attrs
 import kmock
 from kmock._internal import parsing
+
+from tests.unit.kube.apicheck import check, defaulted
 
 _NAMESPACES = re.compile(r"/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?")
 _parse_path = parsing.parse_path
@@ -128,6 +132,7 @@ class ApiServer(kmock.KubernetesScaffold):
     gone_as_http: bool = False  # answer a too-old watch with HTTP 410 instead of an ERROR event
 
     _types: dict[tuple[str, str], Type] = attrs.field(factory=dict, init=False)
+    _crds: dict[tuple[str, str], Obj] = attrs.field(factory=dict, init=False)
     _objects: dict[Key, Obj] = attrs.field(factory=dict, init=False)
     _history: list[tuple[int, str, Key, Obj]] = attrs.field(factory=list, init=False)
     revision: int = attrs.field(default=100, init=False)
@@ -329,7 +334,7 @@ class ApiServer(kmock.KubernetesScaffold):
             obj.pop("status", None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=CREATED, generation=1)
         meta.pop("resourceVersion", None)
-        return self._record("ADDED", key, obj, t)
+        return self._record("ADDED", key, self._admitted(t, obj), t)
 
     def _update(self, t: Type, key: Key, body: Obj, subresource: str | None, replace: bool) -> Obj:
         old = self._current(key)
@@ -339,7 +344,7 @@ class ApiServer(kmock.KubernetesScaffold):
                          " the object has been modified; please apply your changes to the"
                          " latest version and try again")
         new = copy.deepcopy(body) if replace else merge_patch(old, body)
-        new = self._merged(t, old, new, subresource)
+        new = self._admitted(t, self._merged(t, old, new, subresource))
         if _comparable(new) == _comparable(old):
             return self._view(t, old)
         if _spec_part(new, t) != _spec_part(old, t):
@@ -374,8 +379,21 @@ class ApiServer(kmock.KubernetesScaffold):
                          " Precondition failed: ResourceVersion")
         return self._record("DELETED", key, None, t)
 
+    def _admitted(self, t: Type, obj: Obj) -> Obj:
+        """`obj` with its CRD's defaults, or 422 Invalid if the CRD refuses it."""
+        crd = self._crds.get((t.group, t.plural))
+        if crd is None:
+            return obj
+        errors = check(crd, obj)
+        if errors:
+            detail = "; ".join(f"{path}: {message}" for path, message in errors)
+            raise _error(422, "Invalid", f'{t.kind} "{obj["metadata"]["name"]}" is invalid: {detail}')
+        filled: Obj = defaulted(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], obj)
+        return filled
+
     def _register_crd(self, crd: Obj) -> None:
         spec = crd["spec"]
+        self._crds[(spec["group"], spec["names"]["plural"])] = crd
         for version in spec["versions"]:
             if version.get("served", True):
                 self.register(Type(

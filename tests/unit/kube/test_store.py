@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +20,7 @@ from egressgw.kube.crds import crds
 from egressgw.kube.store import KubeStore
 from egressgw.manifests import read_resources
 from egressgw.model import EgressGateway, EgressGatewayStatus, IPPool, Resource, ResourceKey
-from egressgw.store.base import Compacted, Conflict, Event, EventType, Put
+from egressgw.store.base import Compacted, Conflict, Event, EventType, Put, StoreError
 from egressgw.store.codec import resource_store
 from egressgw.store.resources import RESOURCE_PREFIX, Informer, ResKey, resource_path
 from tests.unit.kube.emulator import ApiServer
@@ -242,3 +243,18 @@ async def test_beside_calico_reads_calicos_own_crds(client: KubeClient, apiserve
     kube = KubeStore(client, namespace="egressgw", apis=api.ApiMap.beside_calico())
     pools, _ = await resource_store(kube).list_all("IPPool")
     assert [(p.api_version, p.metadata.name) for p in pools] == [("projectcalico.org/v3", "tenant0-pool")]
+
+
+@pytest.mark.asyncio
+async def test_the_api_server_refuses_what_the_crd_refuses(store: KubeStore, apiserver: ApiServer) -> None:
+    bad = POOL.model_dump(mode="json", by_alias=True, exclude_none=True)
+    bad["spec"]["blockSize"] = 19
+    key = resource_path(("IPPool", None, "tenant0-pool"))
+    with pytest.raises(StoreError, match=r"422 Invalid.*blockSize must be between 20 and 32"):
+        await store.put(key, json.dumps(bad).encode())
+    assert apiserver.stored(CALICO, "ippools") == {}
+    plain = GATEWAY.model_dump(mode="json", by_alias=True, exclude_none=True)
+    del plain["spec"]["logSeverity"], plain["spec"]["replicas"]
+    await store.put(resource_path(GW_KEY), json.dumps(plain).encode())
+    held = apiserver.stored(OPERATOR, "egressgateways", "tenant0-egw")["tenant0-egw"]
+    assert (held["spec"]["logSeverity"], held["spec"]["replicas"]) == ("Info", 1)  # CRD defaults
