@@ -21,7 +21,8 @@ for svc in etcd bird frr gobgpd; do
 done
 pkill -x etcd >/dev/null 2>&1 || true
 
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
+  rm -rf .venv  # a half-made venv (an interrupted first run) is made again
   python3 -m venv .venv
 fi
 stamp=.venv/.egressgw-installed

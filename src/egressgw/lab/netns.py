@@ -8,6 +8,10 @@ an AWS secondary IP) via the node. A node's `eth0` is a port of its zone's bridg
 node's `cali…` end, which carries a /32 route to the pod (Calico's wiring). `<prefix>-edge`
 does the cloud's NAT between the VPC and `<prefix>-internet`, which holds the internet
 hosts' addresses on `lo`. Nodes masquerade pod traffic leaving the cluster (natOutgoing).
+Azure (`AzureEdge`): zones share their subnet's bridge; the VPC (the VNet fabric) routes
+neither pod CIDRs nor gateway IPs itself (BGP does, see `lab.hubroutes`), holds
+RouteServerSubnet with one `<prefix>-<route server>` namespace per route server, and sends
+the default route to the edge, which is the hub firewall (`rulesets.firewall_ruleset`).
 
 Must not: touch the host namespace. Netlink sockets are opened by pyroute2 inside the named
 namespace (never creating one) and checked with SIOCGSKNS before use; sysctl writes and
@@ -36,8 +40,11 @@ from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from egressgw.lab import procs, state
+from egressgw.lab.hub import AzureEdge, router
+from egressgw.lab.rulesets import TABLE, edge_ruleset, node_ruleset
 from egressgw.lab.topology import (
     POD_GATEWAY,
+    PRIVATE_RANGES,
     AwsEdge,
     GatewayPod,
     Node,
@@ -47,12 +54,13 @@ from egressgw.lab.topology import (
     internet_ns,
     node_ns,
     pod_ns,
+    rs_ns,
     valid_prefix,
     vpc_ns,
 )
 
 NETNS_DIR = procs.NETNS_DIR
-TABLE = "egressgw-lab"
+HUB_BRIDGE = "br-hub-rs"
 _SIOCGSKNS = 0x894C
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -160,6 +168,13 @@ def _veth(nl: _Netlink, netns: str, ifname: str, peer_netns: str, peer_ifname: s
     nl(netns).link("add", ifname=ifname, kind="veth", peer=peer)
 
 
+def _edge_link(t: Topology) -> tuple[IPv4Interface, IPv4Interface]:
+    """The VPC router's and the edge's interface addresses on the VPC-edge link."""
+    plen = t.vpc_edge_link.prefixlen
+    near, far = t.edge_link_hosts()
+    return IPv4Interface(f"{near}/{plen}"), IPv4Interface(f"{far}/{plen}")
+
+
 def _link_hosts(link: IPv4Network) -> tuple[IPv4Interface, IPv4Interface]:
     first, second = list(link.hosts())[:2]
     return IPv4Interface(f"{first}/{link.prefixlen}"), IPv4Interface(f"{second}/{link.prefixlen}")
@@ -176,24 +191,57 @@ def _build_vpc(nl: _Netlink, t: Topology) -> None:
     ipr = nl(vpc)
     _up(ipr, "lo")
     for z in t.zones:
+        if t.bridge(z.name) != z.bridge:
+            continue  # a zone sharing another's subnet (Azure) shares its bridge
         ipr.link("add", ifname=z.bridge, kind="bridge")
         _up(ipr, z.bridge, t.underlay_mtu, addr=IPv4Interface(f"{z.router}/{z.subnet.prefixlen}"))
-    near, far = _link_hosts(t.vpc_edge_link)
+    near, far = _edge_link(t)
     _veth(nl, vpc, "edge", edge, "vpc")
     _up(ipr, "edge", addr=near)
     ipr.route("add", dst="0.0.0.0/0", gateway=str(far.ip))
+    if isinstance(t.edge, AzureEdge):
+        # Private destinations the fabric has no route for (no subnet, nothing learned over
+        # BGP) are dropped here rather than bounced between the fabric and the firewall.
+        for cidr in PRIVATE_RANGES:
+            ipr.route("add", dst=str(cidr), type="unreachable")
+
+
+def _build_hub(nl: _Netlink, t: Topology) -> None:
+    """Azure: RouteServerSubnet (a bridge in the fabric) and one namespace per route server."""
+    edge, vpc = t.edge, vpc_ns(t.prefix)
+    if not isinstance(edge, AzureEdge) or edge.route_server_subnet is None:
+        return
+    subnet = edge.route_server_subnet
+    nl(vpc).link("add", ifname=HUB_BRIDGE, kind="bridge")
+    _up(
+        nl(vpc),
+        HUB_BRIDGE,
+        t.underlay_mtu,
+        addr=IPv4Interface(f"{router(subnet)}/{subnet.prefixlen}"),
+    )
+    for rs in edge.route_servers:
+        ns, port = rs_ns(t.prefix, rs), f"r-{rs.name}"
+        _veth(nl, vpc, port, ns, "eth0")
+        _up(nl(vpc), port, t.underlay_mtu, master=HUB_BRIDGE)
+        _up(nl(ns), "lo")
+        _up(nl(ns), "eth0", t.underlay_mtu, addr=IPv4Interface(f"{rs.address}/{subnet.prefixlen}"))
+        nl(ns).route("add", dst="0.0.0.0/0", gateway=str(router(subnet)))
 
 
 def _build_edge(nl: _Netlink, t: Topology) -> None:
     edge, inet = edge_ns(t.prefix), internet_ns(t.prefix)
     ipr = nl(edge)
     _up(ipr, "lo")
-    _up(ipr, "vpc", addr=_link_hosts(t.vpc_edge_link)[1])
+    fabric, firewall = _edge_link(t)
+    _up(ipr, "vpc", addr=firewall)
     near, far = _link_hosts(t.edge_internet_link)
     _veth(nl, edge, "internet", inet, "edge")
     _up(ipr, "internet", addr=near)
-    for cidr in t.vpc_cidrs:
-        ipr.route("add", dst=str(cidr), gateway=str(_link_hosts(t.vpc_edge_link)[0].ip))
+    # Azure: every private range is the VNets' (pods and egress pools included), and the
+    # fabric knows, from what the route servers learned, where each part lives.
+    private = t.vpc_cidrs if isinstance(t.edge, AwsEdge) else PRIVATE_RANGES
+    for cidr in private:
+        ipr.route("add", dst=str(cidr), gateway=str(fabric.ip))
     ipr.route("add", dst="0.0.0.0/0", gateway=str(far.ip))
     # Public addresses nobody is mapped to must not bounce between edge and internet.
     ipr.route("add", dst=str(t.edge.public_cidr), type="unreachable")
@@ -208,12 +256,13 @@ def _build_edge(nl: _Netlink, t: Topology) -> None:
 def _build_node(nl: _Netlink, t: Topology, node: Node) -> None:
     zone, vpc, nns = t.zone(node.zone), vpc_ns(t.prefix), node_ns(t.prefix, node.name)
     _veth(nl, vpc, node.vpc_port, nns, "eth0")
-    _up(nl(vpc), node.vpc_port, t.underlay_mtu, master=zone.bridge)
+    _up(nl(vpc), node.vpc_port, t.underlay_mtu, master=t.bridge(zone.name))
     ipr = nl(nns)
     _up(ipr, "lo")
     _up(ipr, "eth0", t.underlay_mtu, addr=IPv4Interface(f"{node.ip}/{zone.subnet.prefixlen}"))
     ipr.route("add", dst="0.0.0.0/0", gateway=str(zone.router))
-    nl(vpc).route("add", dst=str(node.pod_cidr), gateway=str(node.ip))
+    if isinstance(t.edge, AwsEdge):  # Azure's fabric learns pod blocks over BGP, or not at all
+        nl(vpc).route("add", dst=str(node.pod_cidr), gateway=str(node.ip))
 
 
 def _attach(nl: _Netlink, t: Topology, pod: Pod) -> None:
@@ -232,75 +281,8 @@ def _attach(nl: _Netlink, t: Topology, pod: Pod) -> None:
     eth0 = _up(ipr, "eth0", t.pod_mtu, addr=IPv4Interface(f"{pod.ip}/32"))
     ipr.route("add", dst=f"{POD_GATEWAY}/32", oif=eth0, scope=_SCOPE_LINK)
     ipr.route("add", dst="0.0.0.0/0", gateway=str(POD_GATEWAY), oif=eth0)
-    if isinstance(pod, GatewayPod):
+    if isinstance(pod, GatewayPod) and isinstance(t.edge, AwsEdge):  # Azure: over BGP
         nl(vpc_ns(t.prefix)).route("replace", dst=f"{pod.ip}/32", gateway=str(node.ip))
-
-
-# --- nftables ---------------------------------------------------------------------------
-
-
-def _elements(pairs: Mapping[IPv4Address, IPv4Address]) -> str:
-    items = ", ".join(f"{k} : {v}" for k, v in sorted(pairs.items()))
-    return f" elements = {{ {items} }};" if items else ""
-
-
-def node_ruleset(t: Topology, node: Node) -> str:
-    """natOutgoing of the pod pool: pod traffic leaving eth0 for outside the cluster takes the
-    node's IP, unless the egress dataplane marked it for a gateway (`nat_skip_mark`)."""
-    cluster = ", ".join(map(str, (t.pod_pool, *t.vpc_cidrs)))
-    skip = f" meta mark & {t.nat_skip_mark:#x} == 0" if t.nat_skip_mark else ""
-    return f"""table ip {TABLE} {{
-  set cluster {{ type ipv4_addr; flags interval; elements = {{ {cluster} }}; }}
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "eth0" ip saddr {t.pod_pool} ip daddr != @cluster{skip} snat to {node.ip}
-  }}
-}}
-"""
-
-
-def edge_ruleset(t: Topology) -> str:
-    """AWS: an internet gateway (1:1 NAT of each associated Elastic IP, maps `eip_in` and
-    `eip_out`) and a NAT gateway per zone for every other source of the zone's subnets.
-    Traffic from the VPC to an EIP comes back into the VPC NATed as if it had left (AWS
-    hairpin). Azure: a firewall that SNATs allowed sources and rejects the rest."""
-    if not isinstance(t.edge, AwsEdge):
-        allowed = ", ".join(map(str, t.edge.allowed_sources))
-        elements = f" elements = {{ {allowed} }};" if allowed else ""
-        return f"""table ip {TABLE} {{
-  set allowed {{ type ipv4_addr; flags interval;{elements} }}
-  chain forward {{
-    type filter hook forward priority filter; policy accept;
-    iifname "vpc" oifname "internet" ip saddr != @allowed reject with icmp type admin-prohibited
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "internet" snat to {t.edge.public_address}
-  }}
-}}
-"""
-    eips = {g.elastic_ip: g.ip for g in t.gateways if g.elastic_ip is not None}
-    zones = "".join(
-        f"    ip saddr {{ {', '.join(map(str, (z.subnet, *z.gateway_subnets)))} }} snat to {t.nat_address(z.name)}\n"
-        for z in t.zones
-    )
-    return f"""table ip {TABLE} {{
-  map eip_in {{ type ipv4_addr : ipv4_addr;{_elements(eips)} }}
-  map eip_out {{ type ipv4_addr : ipv4_addr;{_elements({v: k for k, v in eips.items()})} }}
-  chain prerouting {{
-    type nat hook prerouting priority dstnat; policy accept;
-    dnat to ip daddr map @eip_in
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "internet" jump public
-    iifname "vpc" oifname "vpc" ct status dnat jump public
-  }}
-  chain public {{
-    snat to ip saddr map @eip_out
-{zones}  }}
-}}
-"""
 
 
 # --- building and taking down -----------------------------------------------------------
@@ -327,10 +309,12 @@ def build(topology: Topology) -> None:
         infra = (vpc_ns(t.prefix), edge_ns(t.prefix))
         _create(infra + tuple(node_ns(t.prefix, n.name) for n in t.nodes), forwarding=True)
         _create((internet_ns(t.prefix), *(pod_ns(t.prefix, p) for p in t.pods)), forwarding=False)
+        _create(tuple(rs_ns(t.prefix, rs) for rs in t.route_servers()), forwarding=False)
         _create(tuple(pod_ns(t.prefix, g) for g in t.gateways), forwarding=True)
         with _Netlink() as nl:
             _build_vpc(nl, t)
             _build_edge(nl, t)
+            _build_hub(nl, t)
             for node in t.nodes:
                 _build_node(nl, t, node)
             for pod in t.workloads():
@@ -361,7 +345,7 @@ def remove_pod(topology: Topology, pod: Pod) -> None:
     """Undo `add_pod`: for a gateway, drop its EIP mapping and its VPC route (only if it
     still points at this pod's node: the gateway may already live elsewhere); then kill the
     pod's processes, delete its veth and its namespace. Idempotent."""
-    if isinstance(pod, GatewayPod):
+    if isinstance(pod, GatewayPod) and isinstance(topology.edge, AwsEdge):
         if pod.elastic_ip is not None:
             disassociate_eip(topology.prefix, pod.elastic_ip, pod.ip)
         unroute_gateway_ip(topology.prefix, pod.ip, topology.node(pod.node).ip)

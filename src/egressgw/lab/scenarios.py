@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from egressgw.calc.gateways import ZONE_LABEL
+from egressgw.lab.hub import HubLayout, azure_edge
 from egressgw.lab.topology import (
     AwsEdge,
+    Edge,
     InternetHost,
     NatGateway,
     Node,
@@ -47,9 +49,9 @@ class ZoneLayout:
     (secondary-CIDR) subnet its gateway pods take their secondary IPs from."""
 
     name: str
-    subnet_id: str
+    subnet_id: str  # "" where the cloud has no per-zone subnet (Azure's span zones)
     node_subnet: IPv4Network
-    gateway_subnet: IPv4Network
+    gateway_subnet: IPv4Network | None = None
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,23 @@ class Scenario:
     pod_pool: IPv4Network
     internet_hosts: tuple[InternetHost, ...]
     pod_cidr_prefix: int = 24
+    #: Azure: the hub (firewall, route servers); the nodes then run BIRD. None: AWS.
+    hub: HubLayout | None = None
+    #: Kinds `lab up` leaves out: the demo applies them later, as the walkthrough does.
+    withheld: tuple[str, ...] = ()
+    #: (kind, name, spec field, value): the state before the walkthrough's patches.
+    before: tuple[tuple[str, str, str, object], ...] = ()
+    underlay_mtu: int = 9001
+
+    @property
+    def bgp(self) -> bool:
+        """Do the nodes speak BGP (agents run BIRD)?"""
+        return self.hub is not None
 
     @property
     def subnet_zones(self) -> dict[str, str]:
         """AWS subnet ID -> zone, what DescribeSubnets would tell the controller."""
-        return {z.subnet_id: z.name for z in self.zones}
+        return {z.subnet_id: z.name for z in self.zones if z.subnet_id}
 
     def with_transport(self, transport: Transport) -> Scenario:
         if transport not in TRANSPORTS:
@@ -103,7 +117,40 @@ AWS = Scenario(
     internet_hosts=default_internet_hosts(),
 )
 
-SCENARIOS: Mapping[str, Scenario] = {AWS.name: AWS}
+#: www.tigera.io, the one host REF-AZ's firewall lets tenant0 reach (80/443).
+TIGERA = InternetHost("www.tigera.io", IPv4Address("203.0.113.30"))
+_AKS_SUBNET = IPv4Network("10.1.0.0/24")
+
+AZURE = Scenario(
+    name="azure",
+    description="Azure hub-spoke: 2 route-reflector nodes advertising egress IPs over BGP to "
+    "2 Azure Route Server peers, a hub firewall that allows only tenant0's range",
+    examples=EXAMPLES / "azure-hub-spoke",
+    # Clients reach gateways over VXLAN, as Calico Enterprise does whatever the pool's
+    # vxlanMode: natively, the fabric delivers by destination (the internet host) and the
+    # UDR would send the packet to the firewall, past the gateway.
+    transport="vxlan",
+    # One AKS subnet spanning both zones, as an Azure subnet does.
+    zones=(ZoneLayout("eastus-1", "", _AKS_SUBNET), ZoneLayout("eastus-2", "", _AKS_SUBNET)),
+    vpc_cidrs=(IPv4Network("10.0.0.0/22"), IPv4Network("10.1.0.0/22")),
+    pod_pool=IPv4Network("10.244.0.0/24"),
+    internet_hosts=(*default_internet_hosts(), TIGERA),
+    pod_cidr_prefix=26,  # the default pool's blockSize: one block per node
+    hub=HubLayout(
+        firewall_subnet=IPv4Network("10.0.0.0/24"),
+        firewall_ip=IPv4Address("10.0.0.4"),
+        public_address=PUBLIC_CIDR.network_address + 1,
+        route_server_subnet=IPv4Network("10.0.1.0/24"),
+        route_servers=(("rs-a", IPv4Address("10.0.1.4")), ("rs-b", IPv4Address("10.0.1.5"))),
+        allowed_sources=(IPv4Network("10.99.0.0/29"),),
+        allowed_hosts=(TIGERA.name,),
+    ),
+    withheld=("FelixConfiguration", "EgressGatewayPolicy"),
+    before=(("IPPool", "default-ipv4-ippool", "disableBGPExport", False),),
+    underlay_mtu=1500,
+)
+
+SCENARIOS: Mapping[str, Scenario] = {AWS.name: AWS, AZURE.name: AZURE}
 
 
 def get(name: str) -> Scenario:
@@ -140,30 +187,61 @@ def elastic_ips(resources: Iterable[Resource]) -> tuple[IPv4Address, ...]:
 
 def build_topology(scenario: Scenario, resources: Sequence[Resource], prefix: str) -> Topology:
     """The lab for `resources`: its Node objects (names, zones, InternalIPs, one pod CIDR
-    each from the pod pool in name order), the scenario's zones, a NAT gateway per zone
-    (198.51.100.1, .2, ...), the EgressGateways' Elastic IPs and the internet stand-ins.
-    No pods: the kubelet adds them as they appear in the store."""
+    each from the pod pool in name order), the scenario's zones, its edge (`_edge`) and
+    the internet stand-ins. No pods: the kubelet adds them as they appear in the store."""
     layouts = {z.name: z for z in scenario.zones}
     node_objects = sorted(
         (r for r in resources if isinstance(r, NodeResource)), key=lambda r: r.metadata.name
     )
     cidrs = scenario.pod_pool.subnets(new_prefix=scenario.pod_cidr_prefix)
     nodes = tuple(_node(r, layouts, next(cidrs)) for r in node_objects)
-    zones = tuple(Zone(z.name, z.node_subnet, (z.gateway_subnet,)) for z in scenario.zones)
-    nats = tuple(
-        NatGateway(z.name, PUBLIC_CIDR.network_address + 1 + k) for k, z in enumerate(zones)
+    zones = tuple(
+        Zone(z.name, z.node_subnet, () if z.gateway_subnet is None else (z.gateway_subnet,))
+        for z in scenario.zones
     )
+    # Azure: the firewall sits in AzureFirewallSubnet, which joins it to the fabric.
+    link = Topology.vpc_edge_link if scenario.hub is None else scenario.hub.firewall_subnet
     return Topology(
         prefix=prefix,
         vpc_cidrs=scenario.vpc_cidrs,
         pod_pool=scenario.pod_pool,
         zones=zones,
-        edge=AwsEdge(
-            nat_gateways=nats, elastic_ips=elastic_ips(resources), public_cidr=PUBLIC_CIDR
-        ),
+        edge=_edge(scenario, resources, zones),
         nodes=nodes,
         internet_hosts=scenario.internet_hosts,
+        underlay_mtu=scenario.underlay_mtu,
+        vpc_edge_link=link,
     )
+
+
+def _edge(scenario: Scenario, resources: Sequence[Resource], zones: Sequence[Zone]) -> Edge:
+    """Azure: the hub of the scenario for these resources. AWS: a NAT gateway per zone
+    (198.51.100.1, .2, ...) and the EgressGateways' Elastic IPs."""
+    if scenario.hub is not None:
+        hosts = {h.name: h.address for h in scenario.internet_hosts}
+        return azure_edge(scenario.hub, resources, hosts)
+    nats = tuple(
+        NatGateway(z.name, PUBLIC_CIDR.network_address + 1 + k) for k, z in enumerate(zones)
+    )
+    return AwsEdge(nat_gateways=nats, elastic_ips=elastic_ips(resources), public_cidr=PUBLIC_CIDR)
+
+
+def initial_resources(scenario: Scenario, resources: Iterable[Resource]) -> list[Resource]:
+    """What `lab up` applies: the scenario's manifests without the withheld kinds, with the
+    `before` fields set (the state the walkthrough starts from)."""
+    out: list[Resource] = []
+    for res in resources:
+        if res.kind in scenario.withheld:
+            continue
+        patches = {
+            f: v for k, n, f, v in scenario.before if (k, n) == (res.kind, res.metadata.name)
+        }
+        if patches:
+            data = to_dict(res)
+            data["spec"] = {**data.get("spec", {}), **patches}
+            res = from_dict(data, source="<scenario>")
+        out.append(res)
+    return out
 
 
 # --- stand-ins --------------------------------------------------------------------------

@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
+from egressgw.lab.hub import PUBLIC_CIDR, AzureEdge, RouteServerHost
+
 DOC_RANGES = tuple(IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 PRIVATE_RANGES = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 #: Calico's fake next hop for pods: the node answers ARP for it by proxy_arp.
 POD_GATEWAY = IPv4Address("169.254.1.1")
-_PUBLIC_CIDR = IPv4Network("198.51.100.0/24")
 _VPC_EDGE_LINK = IPv4Network("10.0.255.252/30")
 _EDGE_INTERNET_LINK = IPv4Network("192.0.2.0/30")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
@@ -112,19 +113,8 @@ class AwsEdge:
 
     nat_gateways: tuple[NatGateway, ...]
     elastic_ips: tuple[IPv4Address, ...] = ()
-    public_cidr: IPv4Network = _PUBLIC_CIDR
+    public_cidr: IPv4Network = PUBLIC_CIDR
     mode: Literal["aws"] = "aws"
-
-
-@dataclass(frozen=True)
-class AzureEdge:
-    """Placeholder for the Azure scenario: a firewall that SNATs allowed sources to its public
-    address and rejects the rest. The route server peer is not built yet."""
-
-    public_address: IPv4Address
-    allowed_sources: tuple[IPv4Network, ...] = ()
-    public_cidr: IPv4Network = _PUBLIC_CIDR
-    mode: Literal["azure"] = "azure"
 
 
 Edge = AwsEdge | AzureEdge
@@ -190,8 +180,26 @@ class Topology:
     def namespaces(self) -> tuple[str, ...]:
         """Every namespace of the lab: infrastructure, nodes, pods, gateway pods."""
         infra = (vpc_ns(self.prefix), edge_ns(self.prefix), internet_ns(self.prefix))
+        hub = tuple(rs_ns(self.prefix, rs) for rs in self.route_servers())
         nodes = tuple(node_ns(self.prefix, n.name) for n in self.nodes)
-        return infra + nodes + tuple(pod_ns(self.prefix, p) for p in self.workloads())
+        return infra + hub + nodes + tuple(pod_ns(self.prefix, p) for p in self.workloads())
+
+    def route_servers(self) -> tuple[RouteServerHost, ...]:
+        return self.edge.route_servers if isinstance(self.edge, AzureEdge) else ()
+
+    def bridge(self, zone: str) -> str:
+        """The bridge of `zone`'s subnet: zones sharing a subnet (an Azure subnet spans
+        zones) share the bridge of the first of them."""
+        subnet = self.zone(zone).subnet
+        return next(z.bridge for z in self.zones if z.subnet == subnet)
+
+    def edge_link_hosts(self) -> tuple[IPv4Address, IPv4Address]:
+        """The VPC router's and the edge's addresses on `vpc_edge_link`: its first two
+        hosts, unless the Azure firewall names its own address."""
+        near, far = list(self.vpc_edge_link.hosts())[:2]
+        if isinstance(self.edge, AzureEdge) and self.edge.firewall_ip is not None:
+            far = self.edge.firewall_ip
+        return near, far
 
 
 def valid_prefix(prefix: str) -> bool:
@@ -217,6 +225,10 @@ def internet_ns(prefix: str) -> str:
 
 def node_ns(prefix: str, node: str) -> str:
     return f"{prefix}-node-{node}"
+
+
+def rs_ns(prefix: str, rs: RouteServerHost) -> str:
+    return f"{prefix}-{rs.name}"
 
 
 def pod_ns(prefix: str, pod: Pod) -> str:
@@ -324,8 +336,8 @@ def _check_workloads(t: Topology) -> Iterator[str]:
 def _check_edge(t: Topology) -> Iterator[str]:
     eips = [g.elastic_ip for g in t.gateways if g.elastic_ip is not None]
     if isinstance(t.edge, AzureEdge):
-        if t.edge.public_address not in t.edge.public_cidr:
-            yield "the firewall's address is outside the public range"
+        links = [t.vpc_edge_link, *(z.subnet for z in t.zones)]
+        yield from t.edge.problems(t.vpc_cidrs, links)
         yield from (f"Elastic IP {e} in an Azure lab" for e in eips)
         return
     nat_zones = [g.zone for g in t.edge.nat_gateways]
@@ -446,19 +458,23 @@ def render(t: Topology) -> str:
     for z in t.zones:
         gws = " ".join(map(str, z.gateway_subnets)) or "-"
         lines.append(
-            f"  zone {z.name}  {z.subnet} via {z.router} on {z.bridge}  gateways {gws}  nat {t.nat_address(z.name)}"
+            f"  zone {z.name}  {z.subnet} via {z.router} on {t.bridge(z.name)}  gateways {gws}  nat {t.nat_address(z.name)}"
         )
         for n in (n for n in t.nodes if n.zone == z.name):
             lines.append(
                 f"    node {n.name}  {n.ip}  pods {n.pod_cidr}  port {n.vpc_port}  ns {node_ns(t.prefix, n.name)}"
             )
             lines.extend(_pod_line(t.prefix, p) for p in t.on_node(n.name))
-    vpc_side, edge_side = list(t.vpc_edge_link.hosts())[:2]
+    vpc_side, edge_side = t.edge_link_hosts()
     lines.append(
         f"  edge  vpc {vpc_side} <-> {edge_side}  public {t.edge.public_cidr}  ns {edge_ns(t.prefix)}"
     )
     if isinstance(t.edge, AwsEdge) and t.edge.elastic_ips:
         lines.append(f"    elastic ips {' '.join(map(str, t.edge.elastic_ips))}")
+    lines.extend(
+        f"    route server {rs.name}  {rs.address}  peers {' '.join(map(str, rs.peers))}  ns {rs_ns(t.prefix, rs)}"
+        for rs in t.route_servers()
+    )
     lines.append(f"  internet  {t.edge_internet_link}  ns {internet_ns(t.prefix)}")
     for h in t.internet_hosts:
         stands = f"  (stands for {h.stands_for})" if h.stands_for else ""

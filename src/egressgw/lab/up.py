@@ -34,9 +34,9 @@ from pydantic import TypeAdapter
 
 from egressgw import manifests
 from egressgw.calc.gateways import GATEWAY_ANNOTATION, HEALTH_PORT
-from egressgw.lab import netns, procs, scenarios, state
+from egressgw.lab import azure, netns, procs, scenarios, state
 from egressgw.lab.scenarios import Scenario, Transport
-from egressgw.lab.topology import GatewayPod, Topology, internet_ns, node_ns, pod_ns
+from egressgw.lab.topology import GatewayPod, Topology, internet_ns, node_ns, pod_ns, rs_ns
 from egressgw.model import EgressGateway, Pod, Resource
 from egressgw.store import MAX_TXN_OPS, StoreError, etcd
 from egressgw.store.codec import resource_store
@@ -196,7 +196,8 @@ def up(
         raise FileExistsError(f"lab {prefix} exists: take it down first")
     resources = manifests.load([scenario.examples]).all
     topology = scenarios.build_topology(scenario, resources, prefix)
-    objects, rewrites = scenarios.lab_resources(resources, topology)
+    initial = scenarios.initial_resources(scenario, resources)
+    objects, rewrites = scenarios.lab_resources(initial, topology)
     info = LabInfo(
         prefix,
         scenario.name,
@@ -222,11 +223,17 @@ def up(
         _start_etcd(sup, info, root)
         progress(f"etcd ready on {info.etcd}")
         procs.start_echo(sup, internet_ns(prefix), [h.address for h in topology.internet_hosts])
+        if scenario.bgp:
+            azure.start_hub(sup, topology, root)
+            progress("route servers, firewall and fabric routing started")
         asyncio.run(_apply(info.etcd, objects, progress))
         _start_daemons(sup, info, scenario, topology, commands, root)
         progress("controller, kubelet and agents started")
-        wanted = sum(r.spec.replicas for r in resources if isinstance(r, EgressGateway))
+        wanted = sum(r.spec.replicas for r in initial if isinstance(r, EgressGateway))
         asyncio.run(_wait_ready(LabHandle(info, root, sup), wanted, progress, timeout))
+        if scenario.bgp:
+            azure.wait_established(topology, root, timeout)
+            progress("BGP sessions of every route server established")
         finished = True
     return LabHandle(info, root, sup)
 
@@ -323,6 +330,8 @@ def _start_daemons(
             *("--netns", node_ns(info.prefix, node.name), "--transport", info.transport),
             *("--gateway-dir", str(gateways), "--underlay-mtu", str(mtu)),
         ]
+        if scenario.bgp:  # BIRD in the node's namespace, its files beside the node's
+            argv += ["--bgp-dir", str(azure.bird_dir(info.prefix, node.name, root))]
         sup.start(f"agent-{node.name}", argv, None, env=env)
 
 
@@ -479,11 +488,16 @@ def status(handle: LabHandle) -> LabStatus:
 
 def netns_for(topology: Topology, name: str) -> str:
     """The namespace `lab exec NAME` means: a pod (NAMESPACE/NAME, or NAME in default), an
-    internet host's name, a node's name, or vpc / edge / internet."""
+    internet host's name, a node's name, a route server's name, or vpc / edge (firewall) /
+    internet."""
     namespace, _, pod = name.rpartition("/")
     found = topology.find(namespace or "default", pod)
     if found is not None:
         return pod_ns(topology.prefix, found)
+    if rs := next((r for r in topology.route_servers() if r.name == name), None):
+        return rs_ns(topology.prefix, rs)
+    if name == "firewall" and topology.route_servers():
+        name = "edge"
     if any(h.name == name for h in topology.internet_hosts) or name == "internet":
         return internet_ns(topology.prefix)
     if any(n.name == name for n in topology.nodes):
