@@ -13,7 +13,6 @@ entered the namespace, and checks that it has, so the caller's thread never move
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -27,57 +26,20 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
+from egressgw.drivers.netns import in_netns as in_netns  # re-exported for lab modules
+from egressgw.drivers.netns import write_sysctls
 from egressgw.lab import state
 from egressgw.lab.state import ProcRecord
 
 NETNS_DIR = Path("/run/netns")
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 _POLL = 0.02
-
-
-def in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """Run `fn` in a fresh thread that has entered `netns`. The calling thread never moves,
-    so nothing can reach the host namespace by mistake; sockets `fn` opens and processes it
-    spawns belong to `netns`."""
-    box: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            _enter(netns)
-            box.append((True, fn()))
-        except BaseException as e:
-            box.append((False, e))
-
-    thread = threading.Thread(target=run, name=f"netns:{netns}")
-    thread.start()
-    thread.join()
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
-
-
-def _enter(netns: str) -> None:
-    fd = os.open(NETNS_DIR / netns, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns({netns}) failed")
-        if os.stat("/proc/thread-self/ns/net").st_ino != os.fstat(fd).st_ino:
-            raise RuntimeError(f"thread did not enter {netns}")
-    finally:
-        os.close(fd)
 
 
 def sysctl(netns: str, settings: Mapping[str, int]) -> None:
     """Write /proc/sys/<key> = value inside `netns`; keys use slashes (net/ipv4/ip_forward)."""
 
-    def write() -> None:
-        for key, value in settings.items():
-            Path("/proc/sys", key).write_text(str(value))
-
-    in_netns(netns, write)
+    write_sysctls(netns, {key: str(value) for key, value in settings.items()})
 
 
 def nft(netns: str, script: str) -> None:
