@@ -6,6 +6,7 @@ Both transports: VXLAN (to the gateway pod IP itself) and native (the gateway on
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from ipaddress import IPv4Network
@@ -29,6 +30,7 @@ from egressgw.plan.dataplane import (
 from tests.privileged.datapath_topology import (
     DIRECT,
     DROPPED,
+    ECHO_PORT,
     GW_IP,
     NODE_IP,
     POD1,
@@ -115,3 +117,37 @@ def test_throughput_direct_and_through_the_gateway(lab: tuple[Topology, str]) ->
     print(f"\n{mode}: direct {direct:.1f} Gbit/s, via gateway {gateway:.1f} Gbit/s "
           f"({gateway / direct:.2f}x)")  # fmt: skip
     assert gateway > 0.25 * direct  # the naive VXLAN path managed 0.16x
+
+
+# A client that connects from a chosen source port, sends one probe and prints the answer.
+FROM_PORT = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[3]))); s.settimeout(3)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2]))); s.sendall(b"?"); print(s.recv(64).decode())
+except OSError as err:
+    print(f"error: {err}")
+"""
+
+
+def test_a_new_connection_is_classified_even_over_a_stale_conntrack_entry(
+    lab: tuple[Topology, str],
+) -> None:
+    """A connection attempt that was never answered leaves a SYN_SENT entry (2 minutes) with
+    the mark of the slot it was classified into. A new connection that reuses its source
+    port meets that entry; it must be classified afresh, not sent to whatever table that
+    slot number routes to now (here: slot 1, direct)."""
+    topology, mode = lab
+    direct = EgressTable(1, (EgressRoute.throw(N("0.0.0.0/0")),))
+    plan = node_plan(mode)
+    apply_node(topology, NodePlan(plan.routing, plan.cluster, (POLICY, direct),
+                                  plan.classifications, plan.vxlan))  # fmt: skip
+    port, stale_mark = "40123", str(RoutingSettings().mark(1))
+    topology.exec("node", "conntrack", "-I", "-p", "tcp", "-s", str(POD1), "-d", str(VIA_GATEWAY),
+                  "--sport", port, "--dport", str(ECHO_PORT), "-r", str(VIA_GATEWAY), "-q",
+                  str(POD1), "--reply-port-src", str(ECHO_PORT), "--reply-port-dst", port,
+                  "--state", "SYN_SENT", "-t", "120", "-m", stale_mark)  # fmt: skip
+    seen = topology.exec("pod1", sys.executable, "-c", FROM_PORT, str(VIA_GATEWAY),
+                         str(ECHO_PORT), port).strip()  # fmt: skip
+    assert seen == str(GW_IP)

@@ -285,3 +285,19 @@ def test_read_returns_what_the_plan_stands_for(driver: NetlinkRouting, node: str
         assert reader.read() == node_routing(plan, {})
     finally:
         reader.close()
+
+
+def test_a_route_keeps_its_own_group_when_another_holds_the_same_members(
+    driver: NetlinkRouting, node: str
+) -> None:
+    """A drained configuration's retired table and its new table can want the same gateways
+    through groups whose buckets differ. Each keeps its own group (replaced in place), so
+    neither table's live flows are moved onto the other's buckets."""
+    driver.apply(vxlan_plan(policy_table(0), policy_table(1, (GW2,))))
+    before = [by_dst(oracle.routes(node, t))[("unicast", "default")]["nhid"] for t in (1000, 1001)]
+    assert before[0] != before[1]
+    stats = driver.apply(vxlan_plan(policy_table(0), policy_table(1)))  # both want GW1, GW2
+    after = [by_dst(oracle.routes(node, t))[("unicast", "default")]["nhid"] for t in (1000, 1001)]
+    assert after == before and stats.errors == ()
+    (group,) = [n for n in oracle.nexthops(node) if n["id"] == before[1]]
+    assert len(group["group"]) == 2  # GW1 joined it in place

@@ -107,7 +107,8 @@ def node_plan(
 
     Draining: a table that is no longer wanted but routes through a gateway that is still
     terminating (not yet gone) lingers, unchanged and with no classification pointing at it,
-    so connections that carry its mark keep their gateway until the grace period ends.
+    so connections that carry its mark keep their gateway until the grace period ends, and
+    those through its other gateways keep theirs after it (see `_lingering`).
     """
     local = [w for w in view.workloads.values() if w.node == node.name and w.ip is not None]
     local.sort(key=lambda w: w.key)
@@ -125,7 +126,8 @@ def node_plan(
             if key not in content:
                 content[key] = table_routes(config)
     draining = {w.ip for w in view.workloads.values() if w.terminating and w.ip is not None}
-    lingering, previous = _lingering(before, content, draining, previous)
+    present = {w.ip for w in view.workloads.values() if w.ip is not None}
+    lingering, previous = _lingering(before, content, draining, present, previous)
     slots = dp.assign_slots([*wanted.values(), *lingering], previous, routing.capacity)
     problems = [f"{ns}/{name}: no free egress slot on {node.name} (capacity {routing.capacity})"
                 for (ns, name), key in sorted(wanted.items()) if key not in slots]
@@ -148,24 +150,33 @@ def _lingering(
     before: NodeResult | None,
     content: Mapping[ConfigKey, tuple[dp.EgressRoute, ...]],
     draining: set[IPv4Address],
+    present: set[IPv4Address],
     previous: Mapping[ConfigKey, int],
 ) -> tuple[dict[ConfigKey, dp.EgressTable], dict[ConfigKey, int]]:
     """Tables kept for the live connections of draining gateways, and the slots to reuse.
 
     A table whose content drops a draining gateway is not changed in place (that would move
     its live connections): it is set aside under a ("lingering", key, slot) key, unchanged,
-    and its configuration starts afresh in a new slot. It stays while a draining gateway
-    it routes through still exists; then it goes, and so do those connections.
+    and its configuration starts afresh in a new slot. It stays while a draining gateway it
+    routes through still exists. Then it retires but stays, unchanged: the connections it
+    holds through its other gateways carry its mark, and without it they would lose their
+    route (and break) when the drain ends. A retired table goes when its configuration is no
+    longer used on the node, when none of its gateways exists any more, or when the next
+    drain of its configuration sets a newer table aside (one retired table per
+    configuration, so slots cannot run out).
     """
     if before is None:
         return {}, dict(previous)
     lingering: dict[ConfigKey, dp.EgressTable] = {}
     slots = dict(previous)
+    set_aside: dict[object, ConfigKey] = {}  # configuration -> its table set aside now
     for key, table in before.tables.items():
-        if not table.gateways & draining:
-            continue
         if key and key[0] == "lingering":
-            lingering[key] = table
+            retired = key[1] in content and bool(table.gateways & present)
+            if table.gateways & draining or retired:
+                lingering[key] = table
+            continue
+        if not table.gateways & draining:
             continue
         new_gateways = frozenset(g for r in content.get(key, ()) for g in r.gateways)
         if key not in content or not (table.gateways & draining) <= new_gateways:
@@ -173,6 +184,11 @@ def _lingering(
             lingering[moved] = table
             slots.pop(key, None)
             slots[moved] = table.slot
+            set_aside[key] = moved
+    for key, table in list(lingering.items()):
+        newer = set_aside.get(key[1])
+        if newer is not None and newer != key and not table.gateways & draining:
+            del lingering[key]
     return lingering, slots
 
 

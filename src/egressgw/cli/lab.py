@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -17,7 +18,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from egressgw.drivers.routeserver import RouteServerError
+from egressgw.lab import azure as lab_azure
 from egressgw.lab import demo as lab_demo
+from egressgw.lab import demo_azure as lab_demo_azure
 from egressgw.lab import kubelet as lab_kubelet
 from egressgw.lab import procs, scenarios
 from egressgw.lab import up as lab_up
@@ -137,6 +141,29 @@ def exec_(
 
 
 @app.command()
+def routes(
+    peer: Annotated[
+        str, typer.Argument(help="A route server of the hub: its name (rs-a) or address.")
+    ],
+    prefix: PrefixOption = None,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """The routes a route-server peer learned, read from it, shaped like `az network
+    routeserver peering list-learned-routes`."""
+    handle = _handle(prefix)
+    try:
+        learned = lab_azure.learned_azure(handle.topology(), peer, handle.root)
+    except (LookupError, RouteServerError) as err:
+        raise _fail(str(err)) from None
+    if output is Output.JSON:
+        typer.echo(json.dumps(learned, indent=2))
+        return
+    columns = ["network", "nextHop", "asPath", "sourcePeer", "origin"]  # JSON has them all
+    rows = [[str(r[c]) for c in columns] for r in learned]
+    Console(highlight=False).print(_table(f"Routes {peer} learned", columns, rows))
+
+
+@app.command()
 def kubelet(lab: Annotated[str, typer.Option("--lab", help="The lab's prefix.")]) -> None:
     """The lab's kubelet daemon (started by `lab up`): wires pods, plays AWS."""
     lab_kubelet.main(lab)
@@ -153,6 +180,29 @@ def demo_aws(
     prefix: PrefixOption = None,
 ) -> None:
     """Walk the AWS reference (egw-1..3, then the policy, then reset) and check each step."""
+    _on_lab("aws", transport, prefix, keep, lambda handle: _run_demo(handle, output).ok)
+
+
+@demo_app.command("azure")
+def demo_azure(
+    output: OutputOption = Output.TABLE,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the lab running.")] = False,
+    prefix: PrefixOption = None,
+) -> None:
+    """Walk the Azure reference (BGP to the route servers, disableBGPExport, the BGPFilter,
+    the firewall's answers before and after egress, the policy) and check each step."""
+    _on_lab("azure", None, prefix, keep, lambda handle: _run_azure_demo(handle, output).ok)
+
+
+def _on_lab(
+    scenario: str,
+    transport: TransportChoice | None,
+    prefix: str | None,
+    keep: bool,
+    run: Callable[[lab_up.LabHandle], bool],
+) -> None:
+    """`run` on lab `prefix`, or on a lab of `scenario` brought up for it (and taken down
+    after, unless `keep`) when none runs; exit 1 when `run` says it failed."""
     owned: list[lab_up.LabHandle] = []
 
     def cleanup() -> None:
@@ -161,16 +211,49 @@ def demo_aws(
 
     with procs.guarded(cleanup):
         if prefix is None and not lab_up.labs():
-            owned.append(handle := _bring_up("aws", transport))
+            owned.append(handle := _bring_up(scenario, transport))
         else:
             handle = _handle(prefix)
-        if handle.info.scenario != "aws":
-            raise _fail(f"lab {handle.prefix} runs {handle.info.scenario}, not aws")
-        result = _run_demo(handle, output)
+        if handle.info.scenario != scenario:
+            raise _fail(f"lab {handle.prefix} runs {handle.info.scenario}, not {scenario}")
+        ok = run(handle)
     if owned and keep:
         _err.print(f"lab {handle.prefix} left running (--keep)")
-    if not result.ok:
+    if not ok:
         raise typer.Exit(1)
+
+
+def _run_azure_demo(handle: lab_up.LabHandle, output: Output) -> lab_demo_azure.AzureDemoResult:
+    for note in handle.info.stand_ins:
+        _err.print(f"[dim]{note}[/dim]")
+    if output is Output.JSON:
+        result = lab_demo_azure.azure_demo(handle, _progress)
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+        return result
+    steps: list[lab_demo_azure.AzureStep] = []
+    with Live(_azure_table(steps), console=Console(highlight=False)) as live:
+
+        def on_step(step: lab_demo_azure.AzureStep) -> None:
+            steps.append(step)
+            live.update(_azure_table(steps))
+
+        result = lab_demo_azure.azure_demo(handle, on_step=on_step)
+    failed = sum(not s.ok for s in result.steps)
+    verdict = (
+        "[green]every step as expected[/green]" if result.ok else f"[red]{failed} failed[/red]"
+    )
+    _err.print(f"{len(result.steps)} steps: {verdict}")
+    return result
+
+
+def _azure_table(steps: list[lab_demo_azure.AzureStep]) -> Table:
+    table = Table(title="What the hub saw", box=box.SIMPLE_HEAD, collapse_padding=True)
+    for column in ("step", "what", "observed", "", "ms"):
+        table.add_column(column, justify="right" if column == "ms" else "left")
+    for s in steps:
+        mark = "[green]✓[/green]" if s.ok else "[red]✗[/red]"
+        table.add_row(s.step, s.title, s.summary(), mark, str(s.elapsed_ms))
+    return table
 
 
 def _run_demo(handle: lab_up.LabHandle, output: Output) -> lab_demo.DemoResult:

@@ -266,6 +266,7 @@ class _Nexthops:
         }
         self.kept: set[int] = set()
         self.shared: dict[tuple[int, ...], int] = {}  # members -> the group decided for them
+        self.decided: dict[int, tuple[int, ...]] = {}  # group -> the members it holds now
 
     def _allocate(self) -> int:
         nhid = next(i for i in ownership.NEXTHOP_IDS if i not in self.used)
@@ -294,10 +295,19 @@ class _Nexthops:
     def group(self, route: KernelRoute | None, members: tuple[int, ...]) -> int | None:
         """The group for `route`, now holding `members`. Routes wanting the same members
         share one group, so a gateway leaving N tables is one replace, not N; a route keeps
-        the group it has when it can, so a replace moves only the departed member's flows."""
-        if members in self.shared:
+        the group it has when it can, so a replace moves only the departed member's flows.
+        Keeping comes first: two groups may hold the same members with different buckets
+        (a drained configuration's retired table and its new one), and moving a route onto
+        the other's buckets would move its live flows."""
+        own = route.nhid if route is not None else None
+        if own is not None and self.decided.get(own) == members:
+            return own  # a route sharing this group already settled it in this pass
+        if own is not None and self._reusable(own):
+            nhid = own
+        elif members in self.shared:
             return self.shared[members]
-        nhid = route.nhid if route is not None and self._reusable(route.nhid) else self._allocate()
+        else:
+            nhid = self._allocate()
         have = self.ours.get(nhid)
         if have is None or tuple(sorted(have.group)) != members:
             outcome = "added" if have is None else "changed"
@@ -305,7 +315,8 @@ class _Nexthops:
             if not self.p.do(f"nexthop group {nhid:#x}", outcome, self.p.rt.set_group, *args):
                 return None
         self.kept.add(nhid)
-        self.shared[members] = nhid
+        self.shared.setdefault(members, nhid)
+        self.decided[nhid] = members
         return nhid
 
     def unused(self) -> list[int]:

@@ -30,11 +30,9 @@ from egressgw.drivers.routeserver import (
     RouteServerNeighbor,
     RouteServerPeer,
 )
-from egressgw.lab import hubroutes, procs, state
+from egressgw.lab import firewall, hubroutes, procs, state
 from egressgw.lab.hub import DENY_PORT, AzureEdge, FabricRoutes, RouteServerHost
 from egressgw.lab.topology import Topology, edge_ns, node_ns, rs_ns, vpc_ns
-
-FIREWALL_READY = "egressgw-firewall ready"
 
 
 def azure_edge(topology: Topology) -> AzureEdge:
@@ -77,6 +75,33 @@ def node_bird(topology: Topology, node: str, root: Path | None = None) -> BirdDa
 # --- starting ---------------------------------------------------------------------------
 
 
+def gobgpd_config(rs: RouteServer) -> str:
+    """The driver's gobgpd config, plus what the lab's route servers need besides: each
+    neighbor is a graceful-restart helper (RFC 4724: when a node's BIRD dies or restarts
+    gracefully, the routes it advertised are kept, stale, until it is back, so return
+    traffic to its gateways keeps flowing), and a reset session is retried after 1 s, not
+    5 s, so a `birdc restart` costs about one reconnect. (Lacking options in the driver,
+    this edits its rendering; tests/unit/lab/test_azure_hub.py parses the result.)"""
+    lines = rs.render().replace("connect-retry = 5", "connect-retry = 1")
+    helper = [
+        "  [neighbors.graceful-restart.config]",
+        "    enabled = true",
+        "    restart-time = 120",
+        "  [[neighbors.afi-safis]]",
+        "    [neighbors.afi-safis.config]",
+        '      afi-safi-name = "ipv4-unicast"',
+        "    [neighbors.afi-safis.mp-graceful-restart.config]",
+        "      enabled = true",
+    ]
+    # Each neighbor's tables follow its `[[neighbors]]` line, so the helper tables go at
+    # the end of every neighbor's block.
+    blocks = lines.rstrip("\n").split("\n\n")
+    return (
+        "\n\n".join(b + ("\n" + "\n".join(helper) if "[[neighbors]]" in b else "") for b in blocks)
+        + "\n"
+    )
+
+
 def gobgpd_argv(rs: RouteServer) -> list[str]:
     """gobgpd with the driver's config file, its API on the Unix socket only."""
     return [
@@ -91,15 +116,15 @@ def start_hub(sup: procs.Supervisor, topology: Topology, root: Path, timeout: fl
     servers = route_servers(topology, root)
     for name, rs in servers.items():
         rs.state_dir.mkdir(parents=True, exist_ok=True)
-        rs.config.write_text(rs.render())
+        rs.config.write_text(gobgpd_config(rs))
         rs.socket.unlink(missing_ok=True)
         sup.start(f"gobgpd-{name}", gobgpd_argv(rs), rs.netns)
     for rs in servers.values():
         _wait_api(rs, timeout)
-    firewall = topology.edge_link_hosts()[1]
-    deny = ("--listen", str(firewall), "--port", str(DENY_PORT))
+    address = topology.edge_link_hosts()[1]
+    deny = ("--listen", str(address), "--port", str(DENY_PORT))
     argv = procs.python_argv("egressgw.lab.firewall", *deny)
-    sup.start("firewall", argv, edge_ns(topology.prefix), ready=FIREWALL_READY)
+    sup.start("firewall", argv, edge_ns(topology.prefix), ready=firewall.READY)
     argv = procs.python_argv("egressgw.lab.hubroutes", "--lab", topology.prefix)
     env = {state.ROOT_ENV: str(root)}
     sup.start("hub-routes", argv, vpc_ns(topology.prefix), env=env, ready=hubroutes.READY)

@@ -52,7 +52,7 @@ class Replica:
 
     gateway: str
     pod: GatewayPod
-    public_ip: IPv4Address | None  # its Elastic IP, else its zone's NAT gateway
+    public_ip: IPv4Address  # what the internet sees: its Elastic IP, else its zone's NAT
     terminating: bool
 
     @property
@@ -83,7 +83,8 @@ def replicas(handle: up.LabHandle, gateway: str, namespace: str = "default") -> 
         lab_pod = topology.find(p.metadata.namespace or "default", p.metadata.name)
         if not isinstance(lab_pod, GatewayPod) or lab_pod.namespace != namespace:
             continue
-        public = lab_pod.elastic_ip or topology.nat_address(topology.node(lab_pod.node).zone)
+        zone = topology.node(lab_pod.node).zone
+        public = lab_pod.elastic_ip or topology.nat_address(zone) or lab_pod.ip
         terminating = p.metadata.deletion_timestamp is not None
         found.append(Replica(gateway, lab_pod, public, terminating))
     return sorted(found, key=lambda r: r.name)
@@ -99,11 +100,13 @@ def wait_replicas(
         if len(live) == count and all(up.probe(handle.prefix, r.pod, timeout=0.2) for r in live):
             return live
         if time.monotonic() > deadline:
-            raise ChaosError(f"{gateway}: {len(live)} replicas ready, not {count}, after {timeout:g}s")
+            raise ChaosError(
+                f"{gateway}: {len(live)} replicas ready, not {count}, after {timeout:g}s"
+            )
         time.sleep(0.1)
 
 
-def _process(handle: up.LabHandle, pod: GatewayPod) -> state.ProcRecord | None:
+def gateway_process(handle: up.LabHandle, pod: GatewayPod) -> state.ProcRecord | None:
     """The kubelet's record of the pod's gateway process, if it is alive."""
     records = state.load_processes(handle.prefix, up.kubelet_root(handle.prefix, handle.root))
     name = f"gateway-{pod.namespace}-{pod.name}"
@@ -126,7 +129,7 @@ def kill_gateway(handle: up.LabHandle, pod: str) -> int | None:
     """SIGKILL the pod's gateway process and take its eth0 down; the pid killed (None if no
     process was running). The kubelet restarts the process; the link stays down."""
     target = find_gateway(handle, pod)
-    record = _process(handle, target)
+    record = gateway_process(handle, target)
     if record is not None:
         try:
             os.killpg(record.pid, signal.SIGKILL)  # its own session: the group is the pod
@@ -166,11 +169,14 @@ def partition_script(heal: bool) -> str:
     reset = f"add table inet {CHAOS_TABLE}\ndelete table inet {CHAOS_TABLE}\n"
     if heal:
         return reset
-    return reset + f"""table inet {CHAOS_TABLE} {{
+    return (
+        reset
+        + f"""table inet {CHAOS_TABLE} {{
   chain ingress {{ type filter hook prerouting priority -300; policy accept; iifname "eth0" drop; }}
   chain egress {{ type filter hook postrouting priority 300; policy accept; oifname "eth0" drop; }}
 }}
 """
+    )
 
 
 def partition(handle: up.LabHandle, pod: str, heal: bool = False) -> None:
@@ -265,7 +271,9 @@ def free_elastic_ips(handle: up.LabHandle, count: int) -> list[IPv4Address]:
     return [next(free) for _ in range(count)]
 
 
-def gateway_manifest(handle: up.LabHandle, gateway: str, namespace: str = "default") -> dict[str, Any]:
+def gateway_manifest(
+    handle: up.LabHandle, gateway: str, namespace: str = "default"
+) -> dict[str, Any]:
     """The EgressGateway as manifest JSON (to put back with `restore_gateway`)."""
     found = with_store(handle, lambda res: res.get(("EgressGateway", namespace, gateway)))
     if found is None:

@@ -37,6 +37,7 @@ Progress = Callable[[str], None]
 TARGET_HOST = "ifconfig.me"
 DEMO_GATEWAY = "egw-1"
 GOAL_SECONDS = 1.0
+DEFAULT_TRAFFIC = TrafficSettings()
 
 
 def _quiet(_message: str) -> None:
@@ -134,8 +135,11 @@ def target(handle: LabHandle) -> IPv4Address:
     return next(h.address for h in handle.topology().internet_hosts if h.name == TARGET_HOST)
 
 
-def _until(check: Callable[[], bool], deadline: float) -> bool:
-    while not check():
+def _until_seen(
+    ns: str, address: IPv4Address, count: int, accept: Callable[[set[Any]], bool], deadline: float
+) -> bool:
+    """Sample `count` connections until `accept` takes the set of sources seen."""
+    while not accept(set(sample(ns, address, count))):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -154,10 +158,9 @@ def balance(handle: LabHandle, gateway: str, timeout: float = 20.0) -> list[Repl
         time.sleep(0.5)  # the agents' probers take a gateway back after 3 good probes
         public = {r.public_ip for r in reps}
         steer(handle, None)  # direct: the group goes, the next one is built afresh
-        _until(lambda: not public & set(sample(ns, address, 3)), deadline)
+        _until_seen(ns, address, 3, public.isdisjoint, deadline)
         steer(handle, gateway)
-        seen_all = lambda: public <= set(sample(ns, address, 24))  # noqa: E731
-        if _until(seen_all, min(deadline, time.monotonic() + 3)):
+        if _until_seen(ns, address, 24, public.issubset, min(deadline, time.monotonic() + 3)):
             return reps
     raise chaos.ChaosError(f"netshoot never saw every replica of {gateway} in {timeout:g}s")
 
@@ -173,7 +176,8 @@ class Trial:
     gateway: str
     victim: Replica
     survivors: tuple[Replica, ...]
-    fault_at: float
+    fault_at: float  # the fault was being injected from here...
+    fault_done: float  # ...to here
     detected_at: float | None  # the client node's group lost the victim
     traffic: TrafficRecord
     timeout: float  # a short connection unanswered this long failed
@@ -206,8 +210,8 @@ class Trial:
     @property
     def via_victim_after(self) -> int:
         """Connections started after the fault that the echo saw from the victim."""
-        return sum(a.seen == self.victim.public_ip and a.start > self.fault_at
-                   for a in self.traffic.attempts)  # fmt: skip
+        after = [a for a in self.traffic.attempts if a.start > self.fault_done]
+        return sum(a.seen == self.victim.public_ip for a in after)
 
     def flows_through(self, replicas: Sequence[Replica]) -> list[Flow]:
         public = {r.public_ip for r in replicas}
@@ -226,26 +230,29 @@ class Trial:
                 and bool(survivors) and self.via_victim_after == 0)  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
-        ms = lambda s: None if s is None else round(s * 1000)  # noqa: E731
         at = self.fault_at
         return {
             "fault": self.fault,
             "gateway": self.gateway,
             "victim": self.victim.name,
             "replicas": [_replica_dict(r) for r in self.replicas],
-            "detection_ms": ms(self.detection_s),
-            "failover_ms": ms(self.restoration_s),
+            "detection_ms": _ms(self.detection_s),
+            "failover_ms": _ms(self.restoration_s),
             "connections": len(self.traffic.attempts),
             "failed": len(self.failed),
             "via_victim_after_fault": self.via_victim_after,
             "survivor_flows": len(self.flows_through(self.survivors)),
             "survivor_flows_disturbed": len(self.disturbed),
             "flows": [
-                {**f.as_dict(), "error_at_ms": None if f.error is None else ms(f.error[0] - at)}
+                {**f.as_dict(), "error_at_ms": None if f.error is None else _ms(f.error[0] - at)}
                 for f in self.traffic.flows
             ],
             "ok": self.ok,
         }
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
 
 
 def _replica_dict(r: Replica) -> dict[str, Any]:
@@ -267,7 +274,7 @@ def run_trial(
     *,
     before: float = 0.5,
     after: float = 2.0,
-    settings: TrafficSettings = TrafficSettings(),
+    settings: TrafficSettings = DEFAULT_TRAFFIC,
 ) -> Trial:
     """Balance netshoot over `gateway`, run traffic for `before` s, inject `fault` into
     `victim` (a replica's pod name; default the first), keep watching for `after` s. The
@@ -279,15 +286,21 @@ def run_trial(
     survivors = tuple(r for r in reps if r is not chosen)
     node = client_node_ns(handle)
     member = member_of(node, chosen.pod.ip)
-    with NexthopMonitor(node) as monitor, Traffic(client_ns(handle), target(handle), settings) as traffic:
-        traffic.start(expect=[r.public_ip for r in reps if r.public_ip is not None])
+    with (
+        NexthopMonitor(node) as monitor,
+        Traffic(client_ns(handle), target(handle), settings) as traffic,
+    ):
+        traffic.start(expect=[r.public_ip for r in reps])
         time.sleep(before)
         fault_at = time.monotonic()
         _inject(handle, fault, f"{chosen.pod.namespace}/{chosen.name}")
+        fault_done = time.monotonic()
         time.sleep(after)
         record = traffic.stop()
     detected = None if member is None else monitor.dropped(member[1], member[0], fault_at)
-    return Trial(fault, gateway, chosen, survivors, fault_at, detected, record, settings.timeout)
+    return Trial(
+        fault, gateway, chosen, survivors, fault_at, fault_done, detected, record, settings.timeout
+    )
 
 
 def recover(handle: LabHandle, trial: Trial, wait: float | None = 15.0) -> None:
@@ -321,7 +334,9 @@ def timeline(trial: Trial, step: float = 0.1) -> list[Bucket]:
     for a in trial.traffic.attempts:
         row = slices.setdefault(int((a.start - trial.fault_at) // step), [0] * (len(order) + 2))
         row[order[a.seen] if a.seen in order else (len(order) if a.ok else len(order) + 1)] += 1
-    return [Bucket(round(k * step, 3), tuple(r[:-2]), r[-2], r[-1]) for k, r in sorted(slices.items())]
+    return [
+        Bucket(round(k * step, 3), tuple(r[:-2]), r[-2], r[-1]) for k, r in sorted(slices.items())
+    ]
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ DEFAULT_AS = 64512
 #: Where the firewall's deny responder listens (denied HTTP is redirected there).
 DENY_PORT = 8470
 DENY_STATUS, DENY_BODY = firewall.STATUS, firewall.BODY  # what the deny responder answers
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,7}$")
+#: `rs-…`: the namespace `<prefix>-rs-…` can clash with no other kind of lab namespace.
+_NAME_RE = re.compile(r"^rs-[a-z0-9]{1,5}$")
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,8 @@ def _ip(*args: str, stdin: str | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from egressgw.lab import azure  # the lab's layout of route servers
+    # Imported here: `lab.azure` imports this module (it starts it and reads its routes back).
+    from egressgw.lab import azure
 
     parser = argparse.ArgumentParser(
         prog="egressgw.lab.hubroutes", description=__doc__.split("\n")[0]

@@ -41,7 +41,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from egressgw.lab import procs, state
 from egressgw.lab.hub import AzureEdge, router
-from egressgw.lab.rulesets import TABLE, edge_ruleset, node_ruleset
+from egressgw.lab.rulesets import TABLE
+from egressgw.lab.rulesets import edge_ruleset as edge_ruleset  # re-exported: they lived here
+from egressgw.lab.rulesets import node_ruleset as node_ruleset
 from egressgw.lab.topology import (
     POD_GATEWAY,
     PRIVATE_RANGES,

@@ -6,7 +6,8 @@ into network namespaces; the controller edits one (`with_pod`, `without_pod`) as
 gateway pods. Validation lives in `Topology.__post_init__`, so an invalid lab cannot exist.
 
 Naming (see `namespaces`): `<prefix>-vpc`, `<prefix>-edge`, `<prefix>-internet`,
-`<prefix>-node-<node>`, `<prefix>-pod-<namespace>-<name>`, `<prefix>-gw-<namespace>-<name>`.
+`<prefix>-node-<node>`, `<prefix>-pod-<namespace>-<name>`, `<prefix>-gw-<namespace>-<name>`,
+and in an Azure lab `<prefix>-<route server>` (the edge is then the hub, `hub.AzureEdge`).
 Public addresses come only from the documentation ranges, private ones from RFC 1918.
 """
 
@@ -20,7 +21,8 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
-from egressgw.lab.hub import PUBLIC_CIDR, AzureEdge, RouteServerHost
+from egressgw.lab.hub import PUBLIC_CIDR, RouteServerHost
+from egressgw.lab.hub import AzureEdge as AzureEdge  # re-exported: an `Edge` of the topology
 
 DOC_RANGES = tuple(IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 PRIVATE_RANGES = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))

@@ -54,6 +54,7 @@ class Attempt:
     ok: bool
     seen: IPv4Address | None
     ms: float
+    port: int = 0  # the local port, once connected
 
     @property
     def end(self) -> float:
@@ -139,10 +140,11 @@ def _address(source: str) -> IPv4Address:
 
 async def attempt(target: IPv4Address, port: int = 80, timeout: float = 0.5) -> Attempt:
     """One fresh HTTP/1.0 GET / (the echo answers with our source address)."""
-    start, writer, seen = time.monotonic(), None, None
+    start, writer, seen, local = time.monotonic(), None, None, 0
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(str(target), port)
+            local = writer.get_extra_info("sockname")[1]
             writer.write(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n")
             reply = await reader.read()
         seen = IPv4Address(reply.split(b"\r\n\r\n", 1)[1].strip().decode())
@@ -151,7 +153,7 @@ async def attempt(target: IPv4Address, port: int = 80, timeout: float = 0.5) -> 
     finally:
         if writer is not None:
             writer.close()
-    return Attempt(start, seen is not None, seen, (time.monotonic() - start) * 1000)
+    return Attempt(start, seen is not None, seen, (time.monotonic() - start) * 1000, local)
 
 
 def sample(netns: str, target: IPv4Address, count: int, port: int = 80) -> list[IPv4Address | None]:
@@ -339,7 +341,9 @@ class Traffic:
         assert self._stop is not None
         tasks, due = [], time.monotonic()
         while not self._stop.is_set():
-            tasks.append(asyncio.create_task(attempt(self.target, self.s.http_port, self.s.timeout)))
+            tasks.append(
+                asyncio.create_task(attempt(self.target, self.s.http_port, self.s.timeout))
+            )
             due += self.s.every
             await asyncio.sleep(max(0.0, due - time.monotonic()))
         self._attempts.extend(await asyncio.gather(*tasks))

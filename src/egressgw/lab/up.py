@@ -3,7 +3,10 @@
 `up` builds a scenario's namespaces, starts etcd (127.0.0.1 only, data under the lab's
 state directory), the internet's echo service, the lab kubelet, the controller and one agent
 per node, writes the scenario's objects to the store in one transaction, and waits until
-every gateway pod answers its readiness probe. The processes outlive the caller (each runs
+every gateway pod answers its readiness probe. An Azure scenario (one with a hub) also gets
+its route servers, firewall and fabric routing (`azure.start_hub`) before the objects are
+written, agents that run BIRD (`--bgp-dir`), the state before the walkthrough's patches
+(`scenarios.initial_resources`), and `up` waits for every route server's sessions too. The processes outlive the caller (each runs
 in its own session); `down` stops them and removes every namespace and file of the lab.
 
 Each lab has a directory `<root>/<prefix>/` (see `state`), which is also the registry:

@@ -7,7 +7,7 @@ Node table `inet egressgw`:
     map restore      mark : verdict              (ct mark & mask) -> goto slot_<n>
     chain slot_<n>   meta mark and ct mark set to slot n's mark (other bits kept)
     chain prerouting filter/prerouting/mangle:
-        ct direction original: restore the connection's mark     (later packets)
+        ct direction original, established: restore the connection's mark (later packets)
         [vxlan] replies arriving on the tunnel: restore it too   (RPF via src_valid_mark)
         ct state new, ip daddr not in cluster4: classify         (first packet only)
     chain forward    [vxlan] clamp the MSS of SYNs in and out of the tunnel
@@ -82,7 +82,11 @@ def _node_skeleton(plan: NodePlan) -> list[Json]:
     mask = plan.routing.mark_mask
     restore = {"vmap": {"key": {"&": [nj.ct("mark"), mask]}, "data": f"@{RESTORE_MAP}"}}
     classify_key = {"concat": [nj.meta("iifname"), nj.ip("saddr")]}
-    prerouting = [[nj.match(nj.ct("direction"), "original"), restore]]
+    # Only an answered connection's mark is restored: a new one (a SYN that meets the stale
+    # entry of an unanswered attempt from the same port, whose slot may route elsewhere by
+    # now) is classified afresh below.
+    established = nj.match(nj.ct("state"), ["established", "related"], "in")
+    prerouting = [[nj.match(nj.ct("direction"), "original"), established, restore]]
     if plan.vxlan is not None:
         tunnel = nj.match(nj.meta("iifname"), plan.vxlan.device)
         prerouting.append([tunnel, nj.match(nj.ct("direction"), "reply"), restore])

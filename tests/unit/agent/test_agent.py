@@ -134,5 +134,65 @@ def test_a_draining_gateway_keeps_its_old_table_for_live_connections(tmp_path: P
                      ann.MAINTENANCE_FINISHED: "2026-11-23T12:00:30Z"}
     gone = {k: v for k, v in state.items() if k[2] != "egw-2-0"}
     a.apply_state(gone)
-    assert list(a.slots.values()) == [new_slot]
+    # The old table retires but stays, unchanged and unclassified: its connections through
+    # egw-2-1 carry its mark and would lose their route without it.
+    assert sorted(a.slots.values()) == sorted([old_slot, new_slot])
+    held = a.nft.read()
+    assert held is not None and [c[2] for c in held.classifications] == [new_slot]
     assert maintenance_annotations(a.last, gone) == {}
+
+
+def gateway_tables(a: Agent) -> dict[int, set[str]]:
+    found: dict[int, set[str]] = {}
+    for r in a.routing.read().routes:
+        if str(r.destination) == "0.0.0.0/0" and r.hops:
+            found[r.table] = {str(h.gateway) for h in r.hops}
+    return found
+
+
+def test_a_retired_table_goes_with_its_configuration_or_at_the_next_drain(tmp_path: Path) -> None:
+    """After a drain the old table serves the survivors' connections; it is released when the
+    pod stops using the configuration, or when another drain sets a newer table aside."""
+    state = cluster({ann.SELECTOR: "egress-gateway == 'egw-2'"})
+    gw = next(o for k, o in state.items() if k[2] == "egw-2-0")
+
+    def replica(name: str, ip: str, terminating: bool = False) -> tuple[ResKey, Resource]:
+        body = parsing.to_dict(gw)
+        body["metadata"]["name"] = name
+        body["status"] = {"podIP": ip}
+        if terminating:
+            body["metadata"]["deletionTimestamp"] = "2026-11-23T12:00:30Z"
+            body["metadata"]["deletionGracePeriodSeconds"] = 30
+        return ("Pod", "default", name), parsing.from_dict(body)
+
+    base = {k: v for k, v in state.items() if k[2] != "egw-2-0"}
+
+    def apply(*pods: tuple[ResKey, Resource], annotated: bool = True) -> dict[int, set[str]]:
+        client = {} if annotated else {("Pod", "default", "netshoot"): _unannotated(state)}
+        a.apply_state({**base, **dict(pods), **client})
+        return gateway_tables(a)
+
+    a = agent(tmp_path)
+    apply(replica("egw-2-0", "10.99.8.8"), replica("egw-2-1", "10.99.8.9"))
+    (first,) = a.slots.values()
+    apply(replica("egw-2-0", "10.99.8.8", True), replica("egw-2-1", "10.99.8.9"))
+    tables = apply(replica("egw-2-1", "10.99.8.9"))  # egw-2-0 is gone
+    assert tables[1000 + first] == {"10.99.8.8", "10.99.8.9"}  # retired, unchanged
+    assert len(tables) == 2
+    tables = apply(replica("egw-2-1", "10.99.8.9"), replica("egw-2-2", "10.99.8.10"))
+    assert tables[1000 + first] == {"10.99.8.8", "10.99.8.9"} and len(tables) == 2
+    # The next drain sets the live table aside: the older retired one goes.
+    tables = apply(replica("egw-2-1", "10.99.8.9"), replica("egw-2-2", "10.99.8.10", True))
+    assert sorted(tables.values(), key=len) == [{"10.99.8.9"}, {"10.99.8.9", "10.99.8.10"}]
+    # Drain over: the table set aside retires (egw-2-1 still exists)...
+    tables = apply(replica("egw-2-1", "10.99.8.9"))
+    assert sorted(tables.values(), key=len) == [{"10.99.8.9"}, {"10.99.8.9", "10.99.8.10"}]
+    # ...until netshoot stops using the configuration: then every table of it goes.
+    assert apply(replica("egw-2-1", "10.99.8.9"), annotated=False) == {}
+    assert a.slots == {}
+
+
+def _unannotated(state: dict[ResKey, Resource]) -> Resource:
+    body = parsing.to_dict(state[("Pod", "default", "netshoot")])
+    body["metadata"]["annotations"] = {}
+    return parsing.from_dict(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,3 +50,21 @@ def test_fails_on_503_and_on_refusal_and_recovers() -> None:
     server.server_close()
     wait_for(lambda: prober.failed == {LOOPBACK})
     assert events == [frozenset({LOOPBACK}), frozenset(), frozenset({LOOPBACK})]
+
+
+def test_a_silent_gateway_fails_after_fall_probes_not_fall_timeouts() -> None:
+    """A gateway that accepts but never answers (a hung process; a dead one behaves alike
+    with its SYNs unanswered): probes start every interval whatever the earlier ones wait
+    for, so 3 bad probes take 2 intervals + 1 timeout (0.4 s), not 3 timeouts (0.6 s)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # never accepted: the kernel completes the handshake, nobody answers
+    port = silent.getsockname()[1]
+    prober = Prober(None, lambda: None, ProbeSettings(port=port))
+    prober.set_targets([LOOPBACK])
+    prober.start()
+    try:
+        took = wait_for(lambda: prober.failed == {LOOPBACK})
+    finally:
+        silent.close()
+    assert took < 0.55
