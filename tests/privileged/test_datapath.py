@@ -131,13 +131,18 @@ except OSError as err:
 """
 
 
+STALE = ("SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT")
+
+
+@pytest.mark.parametrize("stale", [*STALE, "CLOSE"])
 def test_a_new_connection_is_classified_even_over_a_stale_conntrack_entry(
-    lab: tuple[Topology, str],
+    lab: tuple[Topology, str], stale: str
 ) -> None:
-    """A connection attempt that was never answered leaves a SYN_SENT entry (2 minutes) with
-    the mark of the slot it was classified into. A new connection that reuses its source
+    """A connection leaves a conntrack entry with the mark of the slot it was classified
+    into: SYN_SENT for two minutes when it was never answered, FIN_WAIT or ESTABLISHED when
+    it was cut off (through a gateway that died). A new connection that reuses the source
     port meets that entry; it must be classified afresh, not sent to whatever table that
-    slot number routes to now (here: slot 1, direct)."""
+    slot number routes to now (here: slot 1, direct), whatever the entry's state."""
     topology, mode = lab
     direct = EgressTable(1, (EgressRoute.throw(N("0.0.0.0/0")),))
     plan = node_plan(mode)
@@ -147,7 +152,8 @@ def test_a_new_connection_is_classified_even_over_a_stale_conntrack_entry(
     topology.exec("node", "conntrack", "-I", "-p", "tcp", "-s", str(POD1), "-d", str(VIA_GATEWAY),
                   "--sport", port, "--dport", str(ECHO_PORT), "-r", str(VIA_GATEWAY), "-q",
                   str(POD1), "--reply-port-src", str(ECHO_PORT), "--reply-port-dst", port,
-                  "--state", "SYN_SENT", "-t", "120", "-m", stale_mark)  # fmt: skip
+                  "--state", stale, "-t", "120", "-m", stale_mark,
+                  *(["-u", "SEEN_REPLY,ASSURED"] if stale != "SYN_SENT" else []))  # fmt: skip
     seen = topology.exec("pod1", sys.executable, "-c", FROM_PORT, str(VIA_GATEWAY),
                          str(ECHO_PORT), port).strip()  # fmt: skip
     assert seen == str(GW_IP)

@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from egressgw.cli.lab import Output, OutputOption, PrefixOption, app
+from egressgw.cli.lab import Output, OutputOption, PrefixOption, app, demo_app
 from egressgw.lab import chaos, demo_ha, procs, scenarios
 from egressgw.lab import up as lab_up
 
@@ -170,3 +170,6 @@ def _summary(trial: demo_ha.Trial) -> str:
         f"long flows on {trial.victim.name}: {len(victims)}, lost or moved: {moved} "
         "(no gateway shares NAT state)",
     ])  # fmt: skip
+
+
+demo_app.command("ha")(demo_ha_command)  # `egressgw lab demo ha`, beside aws and azure

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from egressgw.cli import daemons, explain, kube, lab, resources, selector, validate
+from egressgw.cli import (
+    daemons,
+    explain,
+    kube,
+    lab,
+    lab_ha,  # noqa: F401  (registers its commands on lab.app)
+    resources,
+    selector,
+    validate,
+)
 
 app = typer.Typer(
     name="egressgw",
@@ -19,7 +28,7 @@ app.add_typer(selector.app, name="selector")
 app.command("controller")(daemons.controller)
 app.command("agent")(daemons.agent)
 app.command("gateway")(daemons.gateway)
-app.add_typer(lab.app, name="lab")
+app.add_typer(lab.app, name="lab")  # lab_ha adds its commands to lab.app
 app.command("apply")(resources.apply)
 app.command("annotate")(resources.annotate)
 app.command("get")(resources.get)

@@ -350,11 +350,16 @@ class HaDemo:
         return self.trial.ok
 
     def as_dict(self) -> dict[str, Any]:
+        names = [r.name for r in self.trial.replicas]
         buckets = [
-            {"t_ms": round(b.start * 1000), "via": dict(zip([r.name for r in self.trial.replicas], b.via,
-             strict=True)), "other": b.other, "failed": b.failed}
+            {
+                "t_ms": round(b.start * 1000),
+                "via": dict(zip(names, b.via, strict=True)),
+                "other": b.other,
+                "failed": b.failed,
+            }
             for b in timeline(self.trial, self.step)
-        ]  # fmt: skip
+        ]
         return {"lab": self.prefix, **self.trial.as_dict(), "timeline": buckets}
 
 

@@ -7,9 +7,10 @@ Node table `inet egressgw`:
     map restore      mark : verdict              (ct mark & mask) -> goto slot_<n>
     chain slot_<n>   meta mark and ct mark set to slot n's mark (other bits kept)
     chain prerouting filter/prerouting/mangle:
+        a bare SYN: clear the slot bits of its conntrack entry   (a stale entry's slot)
         ct direction original, established: restore the connection's mark (later packets)
         [vxlan] replies arriving on the tunnel: restore it too   (RPF via src_valid_mark)
-        ct state new, ip daddr not in cluster4: classify         (first packet only)
+        ct state new or a bare SYN, ip daddr not in cluster4: classify (first packet)
     chain forward    [vxlan] clamp the MSS of SYNs in and out of the tunnel
     chain fingerprint  never jumped to; its rule's comment names the skeleton it belongs to
 
@@ -81,20 +82,27 @@ NODE = nj.Table(ownership.NODE_NFT_TABLE)
 def _node_skeleton(plan: NodePlan) -> list[Json]:
     mask = plan.routing.mark_mask
     restore = {"vmap": {"key": {"&": [nj.ct("mark"), mask]}, "data": f"@{RESTORE_MAP}"}}
-    classify_key = {"concat": [nj.meta("iifname"), nj.ip("saddr")]}
-    # Only an answered connection's mark is restored: a new one (a SYN that meets the stale
-    # entry of an unanswered attempt from the same port, whose slot may route elsewhere by
-    # now) is classified afresh below.
+    classify = [
+        nj.match(nj.ip("daddr"), f"@{CLUSTER_SET}", "!="),
+        {"vmap": {"key": {"concat": [nj.meta("iifname"), nj.ip("saddr")]}, "data": f"@{CLASSIFY_MAP}"}},
+    ]  # fmt: skip
+    # A new connection can meet a stale conntrack entry that still carries a slot: the entry
+    # of an earlier connection from the same source port that was never answered (SYN_SENT,
+    # two minutes) or was cut off (FIN_WAIT, ESTABLISHED), e.g. through a gateway that died.
+    # That slot may route elsewhere by now (a lingering table, another configuration). So a
+    # bare SYN clears the slot bits of its entry and is classified afresh, and only an
+    # answered connection's mark is restored.
+    syn = nj.match({"&": [nj.tcp("flags"), ["syn", "ack"]]}, "syn")
     established = nj.match(nj.ct("state"), ["established", "related"], "in")
-    prerouting = [[nj.match(nj.ct("direction"), "original"), established, restore]]
+    prerouting = [
+        [syn, nj.set_bits(nj.ct("mark"), mask, 0)],
+        [nj.match(nj.ct("direction"), "original"), established, restore],
+    ]
     if plan.vxlan is not None:
         tunnel = nj.match(nj.meta("iifname"), plan.vxlan.device)
         prerouting.append([tunnel, nj.match(nj.ct("direction"), "reply"), restore])
-    prerouting.append([
-        nj.match(nj.ct("state"), "new", "in"),
-        nj.match(nj.ip("daddr"), f"@{CLUSTER_SET}", "!="),
-        {"vmap": {"key": classify_key, "data": f"@{CLASSIFY_MAP}"}},
-    ])  # fmt: skip
+    prerouting.append([nj.match(nj.ct("state"), "new", "in"), *classify])
+    prerouting.append([syn, *classify])
     body = [
         NODE.named("set", CLUSTER_SET, type="ipv4_addr", flags=["interval"]),
         NODE.named("map", CLASSIFY_MAP, type=["ifname", "ipv4_addr"], map="verdict"),

@@ -36,6 +36,10 @@ def ip(field: str) -> Json:
     return {"payload": {"protocol": "ip", "field": field}}
 
 
+def tcp(field: str) -> Json:
+    return {"payload": {"protocol": "tcp", "field": field}}
+
+
 def match(left: Any, right: Any, op: str = "==") -> Json:
     return {"match": {"op": op, "left": left, "right": right}}
 
