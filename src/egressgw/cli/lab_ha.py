@@ -15,7 +15,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from egressgw.cli.lab import Output, OutputOption, PrefixOption, app, demo_app
+from egressgw.cli.lab import (
+    Output,
+    OutputOption,
+    PrefixOption,
+    _fail,
+    _handle,
+    _progress,
+    app,
+    demo_app,
+)
 from egressgw.lab import chaos, demo_ha, procs, scenarios
 from egressgw.lab import up as lab_up
 
@@ -23,22 +32,6 @@ PodArgument = Annotated[str, typer.Argument(help="The gateway pod: NAMESPACE/NAM
 HealOption = Annotated[bool, typer.Option("--heal", help="Undo the fault instead.")]
 _err = Console(stderr=True, highlight=False)
 _out = Console(highlight=False)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"error: {message}", markup=False)
-    return typer.Exit(code)
-
-
-def _progress(message: str) -> None:
-    _err.print(f"[dim]{message}[/dim]")
-
-
-def _handle(prefix: str | None) -> lab_up.LabHandle:
-    try:
-        return lab_up.attach(prefix)
-    except LookupError as err:
-        raise _fail(str(err)) from None
 
 
 def _act(what: str, action: typer.models.CommandFunctionType) -> None:
