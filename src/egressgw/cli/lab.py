@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich import box
@@ -180,7 +180,7 @@ def demo_aws(
     prefix: PrefixOption = None,
 ) -> None:
     """Walk the AWS reference (egw-1..3, then the policy, then reset) and check each step."""
-    _on_lab("aws", transport, prefix, keep, lambda handle: _run_demo(handle, output).ok)
+    _on_lab("aws", transport, prefix, keep, lambda handle: _walk(handle, output, lab_demo.aws_demo, _demo_table))
 
 
 @demo_app.command("azure")
@@ -191,7 +191,7 @@ def demo_azure(
 ) -> None:
     """Walk the Azure reference (BGP to the route servers, disableBGPExport, the BGPFilter,
     the firewall's answers before and after egress, the policy) and check each step."""
-    _on_lab("azure", None, prefix, keep, lambda handle: _run_azure_demo(handle, output).ok)
+    _on_lab("azure", None, prefix, keep, lambda handle: _walk(handle, output, lab_demo_azure.azure_demo, _azure_table))
 
 
 def _on_lab(
@@ -223,27 +223,45 @@ def _on_lab(
         raise typer.Exit(1)
 
 
-def _run_azure_demo(handle: lab_up.LabHandle, output: Output) -> lab_demo_azure.AzureDemoResult:
+class _Walked(Protocol):
+    """What both demos return."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def steps(self) -> Sequence[Any]: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+def _walk(
+    handle: lab_up.LabHandle,
+    output: Output,
+    demo: Callable[..., _Walked],
+    table: Callable[[list[Any]], Table],
+) -> bool:
+    """Run `demo` on the lab: JSON at the end, or a live table of its steps; True if all held."""
     for note in handle.info.stand_ins:
         _err.print(f"[dim]{note}[/dim]")
     if output is Output.JSON:
-        result = lab_demo_azure.azure_demo(handle, _progress)
+        result = demo(handle, progress=_progress)
         typer.echo(json.dumps(result.as_dict(), indent=2))
-        return result
-    steps: list[lab_demo_azure.AzureStep] = []
-    with Live(_azure_table(steps), console=Console(highlight=False)) as live:
+        return result.ok
+    steps: list[Any] = []
+    with Live(table(steps), console=Console(highlight=False)) as live:
 
-        def on_step(step: lab_demo_azure.AzureStep) -> None:
+        def on_step(step: Any) -> None:
             steps.append(step)
-            live.update(_azure_table(steps))
+            live.update(table(steps))
 
-        result = lab_demo_azure.azure_demo(handle, on_step=on_step)
+        result = demo(handle, on_step=on_step)
     failed = sum(not s.ok for s in result.steps)
     verdict = (
         "[green]every step as expected[/green]" if result.ok else f"[red]{failed} failed[/red]"
     )
     _err.print(f"{len(result.steps)} steps: {verdict}")
-    return result
+    return result.ok
 
 
 def _azure_table(steps: list[lab_demo_azure.AzureStep]) -> Table:
@@ -254,29 +272,6 @@ def _azure_table(steps: list[lab_demo_azure.AzureStep]) -> Table:
         mark = "[green]✓[/green]" if s.ok else "[red]✗[/red]"
         table.add_row(s.step, s.title, s.summary(), mark, str(s.elapsed_ms))
     return table
-
-
-def _run_demo(handle: lab_up.LabHandle, output: Output) -> lab_demo.DemoResult:
-    for note in handle.info.stand_ins:
-        _err.print(f"[dim]{note}[/dim]")
-    if output is Output.JSON:
-        result = lab_demo.aws_demo(handle, _progress)
-        typer.echo(json.dumps(result.as_dict(), indent=2))
-        return result
-    steps: list[lab_demo.DemoStep] = []
-    with Live(_demo_table(steps), console=Console(highlight=False)) as live:
-
-        def on_step(step: lab_demo.DemoStep) -> None:
-            steps.append(step)
-            live.update(_demo_table(steps))
-
-        result = lab_demo.aws_demo(handle, on_step=on_step)
-    failed = sum(not s.ok for s in result.steps)
-    verdict = (
-        "[green]every step as expected[/green]" if result.ok else f"[red]{failed} failed[/red]"
-    )
-    _err.print(f"{len(result.steps)} steps: {verdict}")
-    return result
 
 
 def _demo_table(steps: list[lab_demo.DemoStep]) -> Table:
