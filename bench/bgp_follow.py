@@ -13,7 +13,8 @@ kubelet rewires it, the agents move its /31 advertisement). Per move, from the s
 Goal (issue 5): route servers within 2 s.
 
 Then, once each, how long the fabric lacks the /31 of a gateway on the node whose BIRD is
-(a) reset with `birdc restart all`, (b) killed and restarted (`bird -R`).
+(a) reset with `birdc restart all`, (b) killed (its agent restarts it, `bird -R`).
+bench/bgp_restart.py follows BIRD restarts in more detail.
 
 Prints its figures; the last line is one JSON object.
 Run: .venv/bin/python bench/bgp_follow.py [N]     (as root; N moves, default 20)
@@ -33,6 +34,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from egressgw.lab import azure, observe, scenarios, up
+from egressgw.lab.running import LabHandle, with_store
 from egressgw.lab.topology import Topology, pod_ns
 from egressgw.lab.walkthrough import Walkthrough
 
@@ -58,7 +60,7 @@ def paths(t: Topology, root: Path, block: IPv4Network) -> set[tuple[str, object]
     }
 
 
-def move(handle: up.LabHandle, t: Topology, node: str) -> dict[str, float]:
+def move(handle: LabHandle, t: Topology, node: str) -> dict[str, float]:
     gw = t.find(*POD)
     assert gw is not None
     block, hop = IPv4Network(f"{gw.ip}/31", strict=False), t.node(node).ip
@@ -107,18 +109,9 @@ def restart_all(bird: Path) -> None:
     )
 
 
-def kill_and_restart(bird: Path, netns: str) -> None:
+def kill(bird: Path) -> None:
+    """SIGKILL the node's BIRD; its agent starts it again (-R)."""
     os.kill(int((bird / "bird.pid").read_text()), signal.SIGKILL)
-    time.sleep(1.0)
-    files = [
-        "-c",
-        str(bird / "bird.conf"),
-        "-s",
-        str(bird / "bird.ctl"),
-        "-P",
-        str(bird / "bird.pid"),
-    ]
-    subprocess.run(["ip", "netns", "exec", netns, "bird", "-R", *files], check=True)
 
 
 def pct(values: list[float], q: float) -> int:
@@ -131,7 +124,7 @@ def main(moves: int) -> None:
     handle = up.up(scenarios.AZURE, f"egb{os.getpid() % 10000:04d}", root=root)
     try:
         w = Walkthrough.load(handle)
-        observe.with_store(handle, w.enable_egress)
+        with_store(handle, w.enable_egress)
         t = handle.topology()
         gw = t.find(*POD)
         assert gw is not None
@@ -148,10 +141,9 @@ def main(moves: int) -> None:
             )
         gw = handle.topology().find(*POD)
         assert gw is not None
-        netns = f"{t.prefix}-node-{gw.node}"
         outages = {
             "birdc restart all": outage(t, root, gw.node, restart_all),
-            "kill -9, bird -R": outage(t, root, gw.node, lambda b: kill_and_restart(b, netns)),
+            "kill -9, the agent restarts it": outage(t, root, gw.node, kill),
         }
         for what, seconds in outages.items():
             print(

@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 
 from egressgw.lab import chaos, demo_ha, scenarios, up
+from egressgw.lab.running import LabHandle
 
 PAIRS = ("egw-1", "egw-2")
 GOAL_MS = 1000
@@ -47,7 +48,7 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def run(handle: up.LabHandle, fault: demo_ha.Fault, index: int) -> demo_ha.Trial:
+def run(handle: LabHandle, fault: demo_ha.Fault, index: int) -> demo_ha.Trial:
     gateway = PAIRS[index % 2]
     victim = f"{gateway}-{(index // 2) % 2}"
     trial = demo_ha.run_trial(handle, gateway, fault, victim)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from egressgw.lab import scenarios, state, up
+from egressgw.lab.running import LabHandle
 from egressgw.store.codec import resource_store
 from egressgw.store.etcd import connect
 
@@ -43,7 +44,7 @@ def kernel(ns: str) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[up.LabHandle]:
+def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     handle = up.up(scenarios.AWS, f"{run_prefix}r", root=tmp_path_factory.mktemp("lab"))
     try:
         yield handle
@@ -51,7 +52,7 @@ def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[u
         handle.down()
 
 
-def steer_netshoot(lab: up.LabHandle, selector: str) -> None:
+def steer_netshoot(lab: LabHandle, selector: str) -> None:
     async def run() -> None:
         store = await connect(lab.info.etcd)
         try:
@@ -63,7 +64,7 @@ def steer_netshoot(lab: up.LabHandle, selector: str) -> None:
     asyncio.run(run())
 
 
-def test_agent_restart_loses_no_packet_and_recreates_nothing(lab: up.LabHandle) -> None:
+def test_agent_restart_loses_no_packet_and_recreates_nothing(lab: LabHandle) -> None:
     pod_ns, node_ns, inet = (f"{lab.prefix}-pod-default-netshoot", f"{lab.prefix}-node-node-1",
                              f"{lab.prefix}-internet")
     steer_netshoot(lab, "egress-gateway == 'egw-1'")
@@ -100,7 +101,7 @@ def test_agent_restart_loses_no_packet_and_recreates_nothing(lab: up.LabHandle) 
     assert [line for line in events.splitlines() if "proto 66" in line] == []
 
 
-def restart_agent(lab: up.LabHandle, node: str) -> None:
+def restart_agent(lab: LabHandle, node: str) -> None:
     """Stop the node's agent and start it again with the same command line; wait until it
     has applied (its log says so)."""
     sup = lab.supervisor

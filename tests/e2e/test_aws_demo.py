@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from egressgw.lab import demo, scenarios, up
+from egressgw.lab.running import LabHandle
 from egressgw.store.codec import resource_store
 from egressgw.store.etcd import connect
 
@@ -83,7 +84,7 @@ def namespaces_with(prefix: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[up.LabHandle]:
+def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     prefix = f"{run_prefix}a"
     root = tmp_path_factory.mktemp("lab")
     started = time.monotonic()
@@ -97,7 +98,7 @@ def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[u
 
 
 @pytest.fixture
-def netshoot(lab: up.LabHandle) -> str:
+def netshoot(lab: LabHandle) -> str:
     """netshoot's namespace, with neither netshoot nor its namespace annotated."""
     annotate(lab)
     ns = f"{lab.prefix}-pod-default-netshoot"
@@ -114,7 +115,7 @@ def netshoot(lab: up.LabHandle) -> str:
     return ns
 
 
-def annotate(lab: up.LabHandle, selector: str | None = None, policy: str | None = None) -> None:
+def annotate(lab: LabHandle, selector: str | None = None, policy: str | None = None) -> None:
     """Set netshoot's selector and namespace default's policy annotations (None: remove)."""
 
     async def run() -> None:
@@ -138,12 +139,12 @@ def annotate(lab: up.LabHandle, selector: str | None = None, policy: str | None 
 # --- behaviour ------------------------------------------------------------------------------
 
 
-def test_the_lab_comes_up_quickly(lab: up.LabHandle) -> None:
+def test_the_lab_comes_up_quickly(lab: LabHandle) -> None:
     assert BUILT["seconds"] < 30
 
 
 def test_pod_selector_leaves_through_each_gateways_elastic_ip(
-    lab: up.LabHandle, netshoot: str
+    lab: LabHandle, netshoot: str
 ) -> None:
     eips = elastic_ips()
     for n in (1, 2, 3):
@@ -152,7 +153,7 @@ def test_pod_selector_leaves_through_each_gateways_elastic_ip(
 
 
 def test_namespace_policy_picks_the_gateway_by_destination(
-    lab: up.LabHandle, netshoot: str
+    lab: LabHandle, netshoot: str
 ) -> None:
     eips = elastic_ips()
     annotate(lab, policy="egress-gateway-policy")
@@ -163,7 +164,7 @@ def test_namespace_policy_picks_the_gateway_by_destination(
     assert seen == {GOOGLE_DNS: eips["egw-5"], LEVEL3: eips["egw-6"], IFCONFIG_ME: eips["egw-4"]}
 
 
-def test_removing_the_annotations_restores_direct_egress(lab: up.LabHandle, netshoot: str) -> None:
+def test_removing_the_annotations_restores_direct_egress(lab: LabHandle, netshoot: str) -> None:
     annotate(lab, selector="egress-gateway == 'egw-2'", policy="egress-gateway-policy")
     assert eventually_seen(netshoot, GOOGLE_DNS, elastic_ips()["egw-5"]) == elastic_ips()["egw-5"]
     annotate(lab)
@@ -173,7 +174,7 @@ def test_removing_the_annotations_restores_direct_egress(lab: up.LabHandle, nets
     assert seen == dict.fromkeys((GOOGLE_DNS, LEVEL3, IFCONFIG_ME), NAT_US_EAST_1A)
 
 
-def test_the_demo_reports_what_the_echo_service_saw(lab: up.LabHandle, netshoot: str) -> None:
+def test_the_demo_reports_what_the_echo_service_saw(lab: LabHandle, netshoot: str) -> None:
     eips = elastic_ips()
     result = demo.aws_demo(lab)
     expected = [

@@ -25,12 +25,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from egressgw.lab import demo_azure, observe, scenarios, up
+from egressgw.lab.running import LabHandle, with_store
 from egressgw.lab.walkthrough import Walkthrough
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,7 @@ BUILT: dict[str, float] = {}
 # --- oracles (no egressgw) ------------------------------------------------------------------
 
 
-def gobgp(lab: up.LabHandle, rs: str, *args: str) -> Any:
+def gobgp(lab: LabHandle, rs: str, *args: str) -> Any:
     socket = lab.root / lab.prefix / "hub" / rs / "gobgpd.sock"
     done = subprocess.run(
         ["gobgp", "--target", f"unix://{socket}", "-j", *args],
@@ -59,7 +59,7 @@ def gobgp(lab: up.LabHandle, rs: str, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def learned(lab: up.LabHandle, rs: str) -> set[Path_]:
+def learned(lab: LabHandle, rs: str) -> set[Path_]:
     """Every path the route server holds, from its RIB."""
     found = set()
     for prefix, paths in gobgp(lab, rs, "global", "rib").items():
@@ -70,7 +70,7 @@ def learned(lab: up.LabHandle, rs: str) -> set[Path_]:
     return found
 
 
-def sessions(lab: up.LabHandle, rs: str) -> dict[str, tuple[int, int]]:
+def sessions(lab: LabHandle, rs: str) -> dict[str, tuple[int, int]]:
     """Neighbor -> (session state, OPENs received): 6 is Established; a reset adds an OPEN."""
     return {
         n["state"]["neighbor_address"]: (
@@ -91,7 +91,7 @@ def run(ns: str, *argv: str) -> str:
     return done.stdout
 
 
-def gateways(lab: up.LabHandle) -> dict[str, tuple[str, str]]:
+def gateways(lab: LabHandle) -> dict[str, tuple[str, str]]:
     """Gateway pod -> (its address, the node whose kernel routes it to a pod veth)."""
     found = {}
     for ns in namespaces_with(f"{lab.prefix}-gw-"):
@@ -106,7 +106,7 @@ def gateways(lab: up.LabHandle) -> dict[str, tuple[str, str]]:
     return found
 
 
-def egress_blocks(lab: up.LabHandle, within: IPv4Network | None = None) -> dict[str, str]:
+def egress_blocks(lab: LabHandle, within: IPv4Network | None = None) -> dict[str, str]:
     """Each gateway's /31 (the pools' blockSize) -> the node hosting it."""
     blocks = {
         str(IPv4Network(f"{ip}/31", strict=False)): node for ip, node in gateways(lab).values()
@@ -114,12 +114,12 @@ def egress_blocks(lab: up.LabHandle, within: IPv4Network | None = None) -> dict[
     return {b: n for b, n in blocks.items() if within is None or IPv4Network(b).subnet_of(within)}
 
 
-def fabric(lab: up.LabHandle) -> dict[str, str]:
+def fabric(lab: LabHandle) -> dict[str, str]:
     routes = json.loads(run(f"{lab.prefix}-vpc", "ip", "-j", "route", "show", "proto", "bgp"))
     return {r["dst"]: r.get("gateway", "ecmp") for r in routes}
 
 
-def curl(lab: up.LabHandle, address: str, host: str | None = None) -> tuple[int | None, str]:
+def curl(lab: LabHandle, address: str, host: str | None = None) -> tuple[int | None, str]:
     argv = ["curl", "-sS", "--noproxy", "*", "--max-time", "1", "-w", "\n%{http_code}"]
     argv += ["--resolve", f"{host}:80:{address}"] if host else []
     out = run(f"{lab.prefix}-pod-default-netshoot", *argv, f"http://{host or address}/")
@@ -127,7 +127,7 @@ def curl(lab: up.LabHandle, address: str, host: str | None = None) -> tuple[int 
     return (int(code), body.strip()) if code.isdigit() and code != "000" else (None, "")
 
 
-def firewall_saw(lab: up.LabHandle) -> set[tuple[str, str, str, int]]:
+def firewall_saw(lab: LabHandle) -> set[tuple[str, str, str, int]]:
     """(verdict, source, destination, port) of the connections the firewall decided on."""
     found = set()
     for verdict in ("allowed", "denied"):
@@ -149,7 +149,7 @@ def firewall_saw(lab: up.LabHandle) -> set[tuple[str, str, str, int]]:
 
 
 def ask(
-    lab: up.LabHandle, address: str, host: str | None = None
+    lab: LabHandle, address: str, host: str | None = None
 ) -> tuple[tuple[int | None, str], set[tuple[str, str, str, int]]]:
     """One request from netshoot, and what the firewall saw of it alone."""
     run(
@@ -189,7 +189,7 @@ def held_processes(prefix: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[up.LabHandle]:
+def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     prefix = f"{run_prefix}z"
     root = tmp_path_factory.mktemp("azlab")
     started = time.monotonic()
@@ -204,20 +204,20 @@ def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[u
 
 
 @pytest.fixture
-def walk(lab: up.LabHandle) -> Iterator[Walkthrough]:
+def walk(lab: LabHandle) -> Iterator[Walkthrough]:
     """The walkthrough's store edits; the store is reset before and after each test."""
     w = Walkthrough.load(lab)
-    observe.with_store(lab, w.reset)
+    with_store(lab, w.reset)
     try:
         yield w
     finally:
-        observe.with_store(lab, w.reset)
+        with_store(lab, w.reset)
 
 
 # --- behaviour ------------------------------------------------------------------------------
 
 
-def test_the_lab_comes_up_with_every_session_established(lab: up.LabHandle) -> None:
+def test_the_lab_comes_up_with_every_session_established(lab: LabHandle) -> None:
     assert BUILT["seconds"] < 30
     for rs in SERVERS:
         assert {n: s for n, (s, _) in sessions(lab, rs).items()} == dict.fromkeys(NODES.values(), 6)
@@ -245,7 +245,7 @@ def test_the_lab_comes_up_with_every_session_established(lab: up.LabHandle) -> N
 
 
 def test_what_the_route_servers_learn_and_the_firewall_answers_at_each_step(
-    lab: up.LabHandle, walk: Walkthrough
+    lab: LabHandle, walk: Walkthrough
 ) -> None:
     def learned_everywhere(adverts: dict[str, str]) -> bool:
         want = sent_by_every_node(adverts)
@@ -257,11 +257,11 @@ def test_what_the_route_servers_learn_and_the_firewall_answers_at_each_step(
     eventually(lambda: learned_everywhere(everything))
     eventually(lambda: fabric(lab) == everything)  # return routing follows what ARS learned
 
-    observe.with_store(lab, walk.disable_export)
+    with_store(lab, walk.disable_export)
     eventually(lambda: learned_everywhere(egress_blocks(lab)))
     eventually(lambda: fabric(lab) == egress_blocks(lab))
 
-    observe.with_store(lab, walk.attach_filter)
+    with_store(lab, walk.attach_filter)
     tenant0 = egress_blocks(lab, TENANT0)
     assert len(tenant0) == 2
     eventually(lambda: learned_everywhere(tenant0))
@@ -271,7 +271,7 @@ def test_what_the_route_servers_learn_and_the_firewall_answers_at_each_step(
     answer, saw = ask(lab, TIGERA, "www.tigera.io")
     assert (answer, saw) == (DENY, {("denied", "10.1.0.4", TIGERA, 80)})
 
-    observe.with_store(lab, walk.enable_egress)
+    with_store(lab, walk.enable_egress)
     tenant_ips = {ip for n, (ip, _) in gateways(lab).items() if n.startswith("tenant0")}
     eventually(lambda: ask(lab, TIGERA, "www.tigera.io")[0][0] == 200, 5)
     answer, saw = ask(lab, TIGERA, "www.tigera.io")
@@ -281,7 +281,7 @@ def test_what_the_route_servers_learn_and_the_firewall_answers_at_each_step(
 
     # The policy: www.tigera.io has no rule (direct, denied); 8.8.8.8 goes via tenant0,
     # which the firewall lets reach www.tigera.io only.
-    observe.with_store(lab, walk.apply_policy)
+    with_store(lab, walk.apply_policy)
     eventually(
         lambda: ask(lab, TIGERA, "www.tigera.io")[1] == {("denied", "10.1.0.4", TIGERA, 80)}, 5
     )
@@ -292,7 +292,7 @@ def test_what_the_route_servers_learn_and_the_firewall_answers_at_each_step(
 
 
 def test_the_demo_reports_what_the_route_servers_and_the_firewall_answered(
-    lab: up.LabHandle, walk: Walkthrough
+    lab: LabHandle, walk: Walkthrough
 ) -> None:
     result = demo_azure.azure_demo(lab).as_dict()
     assert result["ok"], json.dumps(result, indent=1)
@@ -343,9 +343,9 @@ def test_the_demo_reports_what_the_route_servers_and_the_firewall_answered(
 
 
 def test_a_moved_gateway_takes_its_advertisement_along_within_2s(
-    lab: up.LabHandle, walk: Walkthrough
+    lab: LabHandle, walk: Walkthrough
 ) -> None:
-    observe.with_store(lab, walk.enable_egress)
+    with_store(lab, walk.enable_egress)
     name = "tenant0-egw-tenant0-egw-0"
     ip, old = gateways(lab)[name]
     block = str(IPv4Network(f"{ip}/31", strict=False))
@@ -402,7 +402,7 @@ while time.monotonic() < end:
 """
 
 
-def dataplane(lab: up.LabHandle, node: str) -> tuple[str, ...]:
+def dataplane(lab: LabHandle, node: str) -> tuple[str, ...]:
     """The node's egress dataplane: rules, egressgw's tables, its nftables table."""
     ns = f"{lab.prefix}-node-{node}"
     tables = run(ns, "ip", "-j", "route", "show", "table", "all", "proto", "66")
@@ -426,7 +426,7 @@ class Resets:
     """BGP resets and BIRD restarts on one node, each followed until the node's BIRD has
     every session established again, the reset ones anew, and the route servers agree."""
 
-    def __init__(self, lab: up.LabHandle, node: str) -> None:
+    def __init__(self, lab: LabHandle, node: str) -> None:
         self.lab, self.node, self.address = lab, node, NODES[node]
         self.bird = lab.root / lab.prefix / "nodes" / node / "bird"
         self.events: list[tuple[str, float]] = []
@@ -465,30 +465,20 @@ class Resets:
             ["birdc", "-s", str(self.bird / "bird.ctl"), *argv], check=True, capture_output=True
         )
 
-    def kill_and_restart(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL the node's BIRD; its agent starts it again (-R, graceful restart recovery:
+        it waits for the peers' End-of-RIB before touching the kernel's routes)."""
         os.kill(int((self.bird / "bird.pid").read_text()), signal.SIGKILL)
-        time.sleep(1.0)
-        self.start()
 
     def graceful_restart(self) -> None:
-        pid = int((self.bird / "bird.pid").read_text())
-        self.birdc("graceful", "restart")  # BIRD shuts down, telling its peers to keep its routes
-        eventually(lambda: not Path(f"/proc/{pid}").exists(), 10)
-        self.start()
-
-    def start(self) -> None:
-        """BIRD as calico-node runs it: -R, graceful restart recovery (wait for the peers'
-        End-of-RIB before touching the kernel's routes)."""
-        conf, ctl, pid = (self.bird / f for f in ("bird.conf", "bird.ctl", "bird.pid"))
-        argv = ["bird", "-R", "-c", str(conf), "-s", str(ctl), "-P", str(pid)]
-        netns = f"{self.lab.prefix}-node-{self.node}"
-        subprocess.run(["ip", "netns", "exec", netns, *argv], check=True)
+        """BIRD shuts down telling its peers to keep its routes; its agent starts it again."""
+        self.birdc("graceful", "restart")
 
 
 def test_bgp_resets_and_bird_restarts_do_not_disturb_established_flows(
-    lab: up.LabHandle, walk: Walkthrough
+    lab: LabHandle, walk: Walkthrough
 ) -> None:
-    observe.with_store(lab, walk.enable_egress)
+    with_store(lab, walk.enable_egress)
     tenant_ips = {ip for n, (ip, _) in gateways(lab).items() if n.startswith("tenant0")}
     used: set[str] = set()
 
@@ -523,8 +513,8 @@ def test_bgp_resets_and_bird_restarts_do_not_disturb_established_flows(
         for session in every:  # one BGP session reset at a time
             restart = functools.partial(resets.birdc, "restart", session)
             resets.do(f"reset {session}", restart, (session,))
-        resets.do("kill -9 and restart bird", resets.kill_and_restart, every)
-        resets.do("birdc graceful restart, start bird", resets.graceful_restart, every)
+        resets.do("kill -9, the agent restarts bird", resets.kill, every)
+        resets.do("birdc graceful restart, the agent restarts bird", resets.graceful_restart, every)
         resets.events.append(("end", time.time()))
     finally:
         client.kill()

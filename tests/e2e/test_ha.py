@@ -25,6 +25,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from egressgw.lab import chaos, demo_ha, scenarios, up
+from egressgw.lab.running import LabHandle
 from egressgw.lab.traffic import Attempt, Flow, Traffic
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +82,7 @@ def nft_in(netns: str, script: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[up.LabHandle]:
+def lab(run_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     prefix = f"{run_prefix}h"
     handle = up.up(scenarios.AWS, prefix, root=tmp_path_factory.mktemp("lab"))
     try:
@@ -111,7 +112,7 @@ def check_trial(trial: demo_ha.Trial) -> float:
     return took
 
 
-def test_killing_one_of_two_replicas_fails_over_within_a_second(lab: up.LabHandle) -> None:
+def test_killing_one_of_two_replicas_fails_over_within_a_second(lab: LabHandle) -> None:
     took = []
     for i in range(KILL_TRIALS):
         gateway = PAIRS[i % 2]
@@ -122,7 +123,7 @@ def test_killing_one_of_two_replicas_fails_over_within_a_second(lab: up.LabHandl
     assert max(took) <= GOAL, took
 
 
-def test_partitioning_a_replica_is_detected_the_same_way(lab: up.LabHandle) -> None:
+def test_partitioning_a_replica_is_detected_the_same_way(lab: LabHandle) -> None:
     for i in range(PARTITION_TRIALS):
         gateway = PAIRS[i % 2]
         trial = demo_ha.run_trial(lab, gateway, "partition", f"{gateway}-1")
@@ -132,7 +133,7 @@ def test_partitioning_a_replica_is_detected_the_same_way(lab: up.LabHandle) -> N
         check_trial(trial)
 
 
-def test_a_gateway_whose_http_probe_fails_removes_itself_and_returns(lab: up.LabHandle) -> None:
+def test_a_gateway_whose_http_probe_fails_removes_itself_and_returns(lab: LabHandle) -> None:
     detection = {"httpProbe": {"urls": [f"http://{GOOGLE_DNS}/"], "intervalSeconds": 1,
                                "timeoutSeconds": 2}}  # fmt: skip
     chaos.set_failure_detection(lab, PROBED, detection)
@@ -172,7 +173,7 @@ def test_a_gateway_whose_http_probe_fails_removes_itself_and_returns(lab: up.Lab
 
 
 def test_graceful_stop_keeps_established_connections_and_takes_no_new_ones(
-    lab: up.LabHandle,
+    lab: LabHandle,
 ) -> None:
     victim, survivor = demo_ha.balance(lab, DRAINED)
     with Traffic(demo_ha.client_ns(lab), demo_ha.target(lab)) as traffic:
@@ -201,7 +202,7 @@ def test_graceful_stop_keeps_established_connections_and_takes_no_new_ones(
     assert pinned and [f.as_dict() for f in pinned if not undisturbed(f)] == []
 
 
-def test_scaling_from_two_to_three_replicas_moves_no_flow(lab: up.LabHandle) -> None:
+def test_scaling_from_two_to_three_replicas_moves_no_flow(lab: LabHandle) -> None:
     gateway = PAIRS[1]
     chaos.add_elastic_ips(lab, gateway, 3)
     replicas = demo_ha.balance(lab, gateway)

@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from egressgw.lab import kubelet, netns, procs, scenarios, state, up
+from egressgw.lab import kubelet, netns, procs, registry, running, scenarios, state, up
+from egressgw.lab import status as lab_status
 from egressgw.lab.topology import GatewayPod, Pod
 from egressgw.manifests import load
 from egressgw.model import Pod as PodResource
@@ -293,8 +294,8 @@ def klab(run_prefix: str, tmp_path: Path) -> Iterator[KubeletLab]:
     topology = aws_topology_of_the_scenario(prefix)
     with EtcdServer(base_dir=tmp_path) as etcd, procs.Supervisor(prefix, tmp_path) as sup:
         try:
-            info = up.LabInfo(prefix, "aws", "native", etcd.endpoint, STAND_INS.gateway)
-            up.save_info(info, tmp_path)
+            info = registry.LabInfo(prefix, "aws", "native", etcd.endpoint, STAND_INS.gateway)
+            registry.save_info(info, tmp_path)
             netns.build(topology)
             state.save_topology(topology, tmp_path)
             env = {state.ROOT_ENV: str(tmp_path)}
@@ -313,8 +314,13 @@ def test_kubelet_schedules_wires_and_removes_a_client_pod(klab: KubeletLab) -> N
     bound = eventually(lambda: (p := klab.get("netshoot")) and p.spec.node_name and p)
     assert (bound.spec.node_name, str(bound.status.pod_ip)) == ("node-1", "10.244.0.1")
     ns = f"{klab.prefix}-pod-default-netshoot"
+    # The namespace appears before its veth is addressed and routed: wait for the wiring.
     link = eventually(
-        lambda: ns in namespaces_with(klab.prefix) and ip_json(ns, "addr", "show", "eth0")
+        lambda: ns in namespaces_with(klab.prefix)
+        and (found := ip_json(ns, "addr", "show", "eth0"))
+        and found[0]["addr_info"]
+        and ip_json(ns, "route", "show", "default")
+        and found
     )
     addrs = link[0]["addr_info"]
     assert [(a["local"], a["prefixlen"]) for a in addrs] == [("10.244.0.1", 32)]
@@ -409,7 +415,7 @@ def test_up_runs_the_scenario_and_down_leaves_nothing(run_prefix: str, tmp_path:
     )
     try:
         assert time.monotonic() - started < 30
-        assert up.labs(tmp_path) == [prefix]
+        assert registry.labs(tmp_path) == [prefix]
         assert any("6 ready" in m for m in messages), messages
         names = namespaces_with(prefix)
         gateways = [n for n in names if "-gw-default-" in n]
@@ -422,7 +428,7 @@ def test_up_runs_the_scenario_and_down_leaves_nothing(run_prefix: str, tmp_path:
         # The store has the policy with the stand-in destinations, and the pod CIDRs.
         info = json.loads((tmp_path / prefix / "lab.json").read_text())
         assert "8.8.8.8 is played by 203.0.113.8 (google-dns)" in info["stand_ins"]
-        status = up.status(up.attach(None, tmp_path))
+        status = lab_status.status(running.attach(None, tmp_path))
         assert sorted((g.gateway, str(g.public_ip)) for g in status.gateways) == [
             (f"egw-{i}", f"198.51.100.{10 + i}") for i in range(1, 7)
         ]

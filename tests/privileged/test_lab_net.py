@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 
 from egressgw.lab import netns, procs
-from egressgw.lab.topology import GatewayPod, Topology, aws_topology, new_pod, with_pod
+from egressgw.lab.addressplan import aws_topology, new_pod
+from egressgw.lab.topology import GatewayPod, Topology
+from egressgw.lab.topology_edits import with_pod
 
 pytestmark = pytest.mark.privileged
 A = IPv4Address
@@ -274,7 +276,7 @@ GUARDED = """
 import sys, time
 from pathlib import Path
 from egressgw.lab import netns, procs
-from egressgw.lab.topology import aws_topology
+from egressgw.lab.addressplan import aws_topology
 prefix, root = sys.argv[1], Path(sys.argv[2])
 with procs.guarded(lambda: netns.teardown(prefix, root)):
     netns.build(aws_topology(prefix, nodes_per_zone=1))

@@ -161,3 +161,17 @@ def test_ten_thousand_entry_changes_land_exactly(netns: str) -> None:
         kernel = elements(netns, "classify4")
         assert len(kernel) == expected
     assert driver.apply(others).changes == 0
+
+
+def test_removing_most_entries_keeps_the_rest(netns: str) -> None:
+    """The delta flushes classify4 and adds back what stays, in one transaction."""
+    driver = NodeNftables(netns)
+    driver.apply(plan(pods(400, 0)))
+    wanted = plan(pods(40, 0) + pods(50, 2, first=350))
+    stats = driver.apply(wanted)
+    assert stats.errors == () and (stats.added, stats.removed) == (50, 360)
+    classify = {e[0]["concat"][1]: e[1]["goto"]["target"] for e in elements(netns, "classify4")}
+    assert len(classify) == 90
+    assert classify["10.0.0.39"] == "slot_0" and classify["10.0.1.94"] == "slot_2"
+    assert "10.0.0.40" not in classify
+    assert NodeNftables(netns).apply(wanted).changes == 0  # what a restarted agent reads back

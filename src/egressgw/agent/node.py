@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class Agent:
     failed: frozenset[IPv4Address] = frozenset()  # gateways the prober found dead
     _workloads: dict[int, tuple[Pod, Workload]] = field(default_factory=dict)
     adopted: bool = False
+    _history: dict[tuple[str, str], ConfigKey] = field(default_factory=dict)  # read back on start
     last_apply_ms: float = 0.0
 
     @classmethod
@@ -95,7 +96,8 @@ class Agent:
         if self.config.transport is dp.Transport.VXLAN:
             vxlan = dp.VxlanSettings(local=me.ip, mtu=dp.vxlan_mtu(self.config.underlay_mtu),
                                      vni=felix.egress_ip_vxlan_vni, port=felix.egress_ip_vxlan_port)
-        result = nodeplan.node_plan(view, me, nodes, routing, self.slots, vxlan, self.last)
+        result = nodeplan.node_plan(view, me, nodes, routing, self.slots, vxlan, self.last, self._history)
+        self._history = {}
         for problem in result.problems:
             log.warning("%s", problem)
         # Routes before classification: a packet is only marked into a table that exists.
@@ -120,21 +122,36 @@ class Agent:
         return found[1]
 
     def _adopt(self, view: ClusterView, routing: dp.RoutingSettings) -> dict[ConfigKey, int]:
-        """Slots as the kernel holds them: each pod's current config keeps its old slot."""
+        """Slots as the kernel holds them: each pod's configuration keeps its old slot, and
+        its maxNextHops picks are read back from its table (kept in `_history`), so a
+        restart changes nobody's picks."""
         held = self.nft.read(routing)
         if held is None:
             return {}
         by_source = {(iif, src): slot for iif, src, slot in held.classifications}
+        tables = self._held_tables(routing)
         adopted: dict[ConfigKey, int] = {}
-        for w in view.workloads.values():
-            if w.node != self.config.node or w.ip is None:
-                continue
+        for w in view.on_node(self.config.node):
             slot = by_source.get((nodeplan.calico_ifname(w.namespace, w.name), str(w.ip)))
-            key = nodeplan.config_key(decision.egress_config(view, w))
-            if slot is not None and key and slot not in adopted.values():
-                adopted.setdefault(key, slot)
+            if w.ip is None or slot is None:
+                continue
+            key = nodeplan.adopted_key(decision.egress_config(view, w), tables.get(slot, {}))
+            if key:
+                self._history[w.key] = key
+                if slot not in adopted.values():
+                    adopted.setdefault(key, slot)
         log.info("adopted %d slots from the kernel", len(adopted))
         return adopted
+
+    def _held_tables(self, routing: dp.RoutingSettings) -> dict[int, dict[IPv4Network, set[IPv4Address]]]:
+        """slot -> destination -> gateways, of the unicast routes in our tables."""
+        tables: dict[int, dict[IPv4Network, set[IPv4Address]]] = {}
+        for route in self.routing.read().routes:
+            slot = routing.slot_of_table(route.table)
+            if slot is not None and route.hops:
+                hops = tables.setdefault(slot, {}).setdefault(route.destination, set())
+                hops.update(h.gateway for h in route.hops)
+        return tables
 
     def _write_gateway_plans(
         self, plans: Mapping[tuple[str, str], dp.GatewayPlan], detection: Mapping[tuple[str, str], Any]

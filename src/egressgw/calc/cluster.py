@@ -1,12 +1,14 @@
 """The cluster as the egress decision sees it: workloads, namespaces, policies, ranges.
 
-Pure. Built once per state from resources; holds indexes (pods by namespace) and a memo of
-which gateway pods each distinct selection matches. The memo caches a pure function of the
-view's own contents, so it never changes an answer.
+Pure. Built once per state from resources; holds indexes (pods by namespace and by node)
+and memos: which gateway pods each distinct selection matches, shared routes, each pod's
+configuration before maxNextHops picks, each node's assignment. The memos cache pure
+functions of the view's own contents, so they never change an answer.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -61,6 +63,10 @@ class NamespaceInfo:
     annotations: Mapping[str, str]
 
 
+def _key(w: Workload) -> tuple[str, str]:
+    return w.key
+
+
 def workload_from(pod: Pod) -> Workload:
     """The Workload for a Pod resource."""
     ns = pod.metadata.namespace or "default"
@@ -86,7 +92,7 @@ def namespace_from(ns: Namespace) -> NamespaceInfo:
 class ClusterView:
     """Everything the decision reads. Immutable by convention: change it with `with_workload`.
 
-    Two memos make repeated questions cheap; both cache pure functions of the view's
+    The memos make repeated questions cheap; they cache pure functions of the view's
     contents and are carried over to a changed view only where the change cannot touch them.
     """
 
@@ -103,6 +109,13 @@ class ClusterView:
     )
     # results the decision computed from `matches` alone (policy routes, selection configs)
     routes: dict[tuple[object, ...], object] = field(default_factory=dict)
+    # each pod's configuration before maxNextHops picks: node -> pod -> decision's draft;
+    # a changed view shares its parent's per-node dicts and copies one before writing to it
+    drafts: dict[str | None, dict[tuple[str, str], object]] = field(default_factory=dict)
+    _own: set[str | None] = field(default_factory=set)  # the per-node draft dicts it may write
+    # each node's history-less maxNextHops assignment (node -> decision.NodeAssignment)
+    assignments: dict[str | None, object] = field(default_factory=dict)
+    by_node: dict[str | None, tuple[Workload, ...]] | None = None  # built on first use
 
     def __post_init__(self) -> None:
         if self.by_namespace:
@@ -111,6 +124,26 @@ class ClusterView:
         for w in sorted(self.workloads.values(), key=lambda w: w.key):
             groups.setdefault(w.namespace, []).append(w)
         self.by_namespace = {ns: tuple(ws) for ns, ws in groups.items()}
+
+    def on_node(self, node: str | None) -> tuple[Workload, ...]:
+        """The pods on `node` (None: not scheduled), sorted by (namespace, name)."""
+        if self.by_node is None:
+            groups: dict[str | None, list[Workload]] = {}
+            for w in sorted(self.workloads.values(), key=lambda w: w.key):
+                groups.setdefault(w.node, []).append(w)
+            self.by_node = {node: tuple(ws) for node, ws in groups.items()}
+        return self.by_node.get(node, ())
+
+    def draft(self, workload: Workload) -> object | None:
+        """The memoised draft of `workload`, if any."""
+        return self.drafts.get(workload.node, {}).get(workload.key)
+
+    def remember(self, workload: Workload, draft: object) -> None:
+        """Memoise the draft of `workload` (see `draft`)."""
+        if workload.node not in self._own:
+            self.drafts[workload.node] = dict(self.drafts.get(workload.node, {}))
+            self._own.add(workload.node)
+        self.drafts[workload.node][workload.key] = draft
 
     def namespace(self, name: str) -> NamespaceInfo:
         """The namespace (an unknown one has only its name label)."""
@@ -166,6 +199,32 @@ class ClusterView:
             for key, (sel, found) in self.matches.items()
             if not (old is not None and old in found) and not self._selects(sel, key[1], workload)
         }
-        routes = self.routes if len(matches) == len(self.matches) else {}
+        kept = len(matches) == len(self.matches)  # else every memo may be stale
+        touched = {workload.node, old.node if old is not None else workload.node}
+        drafts = dict(self.drafts) if kept else {}
+        for node in touched & drafts.keys():  # copied: the parent's stay as they are
+            drafts[node] = dict(drafts[node])
+            drafts[node].pop(workload.key, None)
+        assignments = dict(self.assignments) if kept else {}
+        for node in touched:
+            assignments.pop(node, None)
         return ClusterView(self.support, self.namespaces, workloads, self.policies, self.internal,
-                           self.failed, by_namespace, matches, dict(routes))
+                           self.failed, by_namespace, matches, dict(self.routes) if kept else {},
+                           drafts, touched & drafts.keys(), assignments, self._nodes_with(old, workload))
+
+    def _nodes_with(
+        self, old: Workload | None, workload: Workload
+    ) -> dict[str | None, tuple[Workload, ...]] | None:
+        if self.by_node is None:
+            return None
+        by_node = dict(self.by_node)
+        if old is not None:  # sorted by key, so found by bisection
+            members = list(by_node.get(old.node, ()))
+            at = bisect.bisect_left(members, old.key, key=_key)
+            if at < len(members) and members[at].key == old.key:
+                del members[at]
+            by_node[old.node] = tuple(members)
+        members = list(by_node.get(workload.node, ()))
+        bisect.insort(members, workload, key=_key)
+        by_node[workload.node] = tuple(members)
+        return by_node

@@ -8,22 +8,27 @@ Pure. Reference semantics (calico-egress-gateway.md §3-§4):
   a policy annotation that names a missing policy drops all egress;
 - without a namespaceSelector only gateways in the workload's own namespace qualify;
 - `gatewayPreference: PreferNodeLocal` keeps only gateways on the client's node if any;
-  `maxNextHops` keeps at most N, chosen by rendezvous hashing (deterministic, spread evenly,
-  and when the gateway set changes only the pods that used a departed gateway move);
+  `maxNextHops` keeps at most N, the least used on the client's node (calc/hops.py): a
+  capped pod's hops depend on the other pods of its node, so `node_configs` decides a
+  whole node at once (pods by (namespace, name), previous picks kept first), and
+  `egress_config` answers from the node's history-less assignment;
 - destinations inside the cluster (pods, services, nodes) never go through a gateway.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
+from itertools import chain
 
 from egressgw.calc import annotations as egress_annotations
 from egressgw.calc.annotations import GatewaySelection
 from egressgw.calc.cluster import ClusterView, Support, Workload
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
+from egressgw.calc.hops import HopPicker, PickKey, Picks, preference
 from egressgw.model import EgressGatewayPolicy, EgressGatewayRule
 from egressgw.selector import SelectorParseError, parse
 
@@ -57,6 +62,10 @@ class Hop:
     pod: str
     ip: IPv4Address
     node: str | None
+    text: str = field(init=False, repr=False, compare=False)  # `ip` as text, for the ledger
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", str(self.ip))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +77,13 @@ class Route:
     action: Action
     hops: tuple[Hop, ...] = ()
     description: str = ""
-    capped: bool = False  # maxNextHops applies: the hops are this pod's own subset
+    cap: int = 0  # maxNextHops (0: none): the hops are this pod's own subset
     draining: tuple[IPv4Address, ...] = ()  # matched gateways left out because terminating
+
+    @property
+    def capped(self) -> bool:
+        """Does maxNextHops apply (the hops are this pod's own pick)?"""
+        return self.cap > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +142,149 @@ def decide(view: ClusterView, workload: Workload, destination: IPv4Address) -> D
 
 
 def egress_config(view: ClusterView, workload: Workload) -> EgressConfig:
-    """The egress configuration that applies to `workload`, by the reference's precedence."""
+    """The egress configuration that applies to `workload`, by the reference's precedence.
+
+    Capped routes carry the picks of its node's assignment with no history (`node_configs`):
+    what a freshly started agent programs."""
+    draft = _draft(view, workload)
+    if not draft.pending:
+        return draft.config
+    found = view.assignments.get(workload.node)
+    if not isinstance(found, NodeAssignment):
+        found = view.assignments[workload.node] = node_configs(view, workload.node)
+    return found.config(workload.key) or found.newcomer(draft)
+
+
+@dataclass(slots=True)
+class NodeAssignment:
+    """The maxNextHops picks of the pods (with an address) on one node, made lazily: pods
+    pick in (namespace, name) order, and a question about one pod runs that order only as
+    far as that pod. Configurations are built when asked for."""
+
+    drafts: Mapping[tuple[str, str], _Draft]
+    picker: HopPicker  # its ledger: the fixed routes, the kept picks and the picks so far
+    kept: Mapping[tuple[str, str], Sequence[tuple[str, ...]]]  # per pending route
+    queue: Iterator[_Draft]  # the pods with pending routes that have not picked yet, in order
+    picks: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    built: dict[tuple[str, str], EgressConfig] = field(default_factory=dict)
+    memo: dict[tuple[int, frozenset[str]], Route] = field(default_factory=dict)  # see _apply
+
+    def config(self, pod: tuple[str, str]) -> EgressConfig | None:
+        """The configuration of `pod`, or None if it is not one of the node's."""
+        found = self.built.get(pod)
+        if found is None and (draft := self.drafts.get(pod)) is not None:
+            found = self.built[pod] = _apply(draft, self._picks(pod), self.memo) if draft.pending else draft.config
+        return found
+
+    def newcomer(self, draft: _Draft) -> EgressConfig:
+        """The configuration of a pod that is not (yet) one of the node's, as if it arrived now."""
+        while self._advance():
+            pass
+        picker = HopPicker(usage=defaultdict(int, self.picker.usage))
+        return _apply(draft, [picker.fill((), p.order, p.cap) for p in draft.pending], {})
+
+    def _picks(self, pod: tuple[str, str]) -> tuple[tuple[str, ...], ...]:
+        while pod not in self.picks and self._advance():
+            pass
+        return self.picks[pod]
+
+    def _advance(self) -> bool:
+        """The next pod in order picks; False when all have."""
+        d = next(self.queue, None)
+        if d is None:
+            return False
+        held = self.kept.get(d.workload.key)
+        fill = self.picker.fill
+        if held:
+            self.picks[d.workload.key] = tuple(fill(h, p.order, p.cap) for p, h in zip(d.pending, held, strict=True))
+        else:
+            self.picks[d.workload.key] = tuple(fill((), p.order, p.cap) for p in d.pending)
+        return True
+
+
+def node_configs(view: ClusterView, node: str | None, previous: Picks | None = None) -> NodeAssignment:
+    """The configurations of the pods (with an address) on `node`, capped routes picked together.
+
+    Usage counts every gateway route entry on the node. Each capped route first keeps its
+    `previous` picks (from the node's last computation, or read back from the kernel) that
+    are still usable; then, pod by pod in (namespace, name) order, it fills up to its cap
+    with the least-used other candidates. No history: every pod picks in that order."""
+    memo, drafts = view.drafts.get(node, {}), {}
+    for w in view.on_node(node):
+        d = memo.get(w.key)  # `_draft`, inlined: this loop runs over every pod of the node
+        if not (isinstance(d, _Draft) and d.workload is w):
+            d = _draft(view, w)
+        if w.ip is not None:
+            drafts[w.key] = d
+    pending = [d for d in drafts.values() if d.pending]
+    if not pending:
+        return NodeAssignment(drafts, HopPicker(), {}, iter(()))
+    fixed = Counter(chain.from_iterable(d.fixed() for d in drafts.values()))
+    picker = HopPicker(previous or {}, defaultdict(int, fixed))
+    kept = {d.workload.key: [picker.keep(p.key, p.order, p.cap) for p in d.pending] for d in pending} if previous else {}
+    return NodeAssignment(drafts, picker, kept, iter(pending))
+
+
+@dataclass(frozen=True, slots=True)
+class _Pick:
+    """A capped route with more candidates than its cap: what picking needs, computed once."""
+
+    index: int  # in the configuration's routes
+    cap: int
+    key: PickKey
+    order: tuple[str, ...]  # the candidates' addresses, in the client's tie-break order
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A workload's configuration before maxNextHops: capped routes hold every candidate."""
+
+    workload: Workload
+    config: EgressConfig
+    pending: tuple[_Pick, ...]
+    _fixed: tuple[str, ...] | None = None
+
+    def fixed(self) -> tuple[str, ...]:
+        """The hops of its routes that need no pick (for the usage ledger)."""
+        if self._fixed is None:
+            picked = {p.index for p in self.pending}
+            self._fixed = tuple(h.text for i, r in enumerate(self.config.routes)
+                                if i not in picked and r.action is Action.GATEWAY for h in r.hops)
+        return self._fixed
+
+
+def _draft(view: ClusterView, workload: Workload) -> _Draft:
+    found = view.draft(workload)
+    if isinstance(found, _Draft) and found.workload is workload:
+        return found
+    config = _config(view, workload)
+    pending = []
+    for i, route in enumerate(config.routes):
+        if 0 < route.cap < len(route.hops):
+            key = (workload.key, config.identity, str(route.destination))
+            pending.append(_Pick(i, route.cap, key, preference(workload.key, [h.text for h in route.hops])))
+    draft = _Draft(workload, config, tuple(pending))
+    view.remember(workload, draft)
+    return draft
+
+
+def _apply(draft: _Draft, picks: Sequence[tuple[str, ...]], memo: dict[tuple[int, frozenset[str]], Route]) -> EgressConfig:
+    """`draft` with its picks; `memo` shares the picked routes (id of the route with every
+    candidate, picks) between the pods of a node, as the unpicked ones are shared."""
+    routes = list(draft.config.routes)
+    for pick, chosen in zip(draft.pending, picks, strict=True):
+        r = routes[pick.index]
+        key = (id(r), frozenset(chosen))
+        found = memo.get(key)
+        if found is None:
+            hops = tuple(h for h in r.hops if h.text in chosen)
+            found = memo[key] = Route(r.destination, r.rule, r.action, hops, r.description, r.cap, r.draining)
+        routes[pick.index] = found
+    c = draft.config
+    return EgressConfig(c.source, c.policy, tuple(routes), c.reason, c.problems, c.identity)
+
+
+def _config(view: ClusterView, workload: Workload) -> EgressConfig:
     if view.support is Support.DISABLED:
         return EgressConfig(Source.NONE, None, (), "egressIPSupport is Disabled")
     if GATEWAY_ANNOTATION in workload.annotations:
@@ -187,19 +343,17 @@ def _policy_route(
     except SelectorParseError:
         return Route(rule.destination_cidr, index, Action.DROP, (), description)
     prefer_local = rule.gateway_preference == "PreferNodeLocal"
-    # Without a cap the route depends on the pod only through its node (PreferNodeLocal)
-    # and on whether the pod is itself one of the gateways: share it between pods.
-    shared = selection.max_next_hops == 0 and not any(
-        w.key == workload.key for w in view.matching(selection, workload.namespace)
-    )
+    # The route (with every candidate, before maxNextHops picks) depends on the pod only
+    # through its node (PreferNodeLocal) and on whether the pod is itself one of the
+    # gateways: share it between pods.
+    shared = not any(w.key == workload.key for w in view.matching(selection, workload.namespace))
     memo_key = (policy, index, (workload.node or "") if prefer_local else "")
     if shared and isinstance(found := view.routes.get(memo_key), Route):
         return found
     hops = choose_hops(view, workload, selection, prefer_local)
     action = Action.GATEWAY if hops else Action.DROP
-    capped = selection.max_next_hops > 0
     draining = terminating_members(view, workload, selection)
-    route = Route(rule.destination_cidr, index, action, hops, description, capped, draining)
+    route = Route(rule.destination_cidr, index, action, hops, description, selection.max_next_hops, draining)
     if shared:
         view.routes[memo_key] = route
     return route
@@ -220,12 +374,13 @@ def _from_selection(
     selection: GatewaySelection,
     problems: tuple[str, ...],
 ) -> EgressConfig:
-    # Without a cap, every pod of a namespace that is not itself one of the gateways gets
-    # the same configuration: share it (the memo is keyed on everything it depends on).
+    # Before maxNextHops picks, every pod of a namespace that is not itself one of the
+    # gateways gets the same configuration: share it (the memo is keyed on everything it
+    # depends on).
     scope = workload.namespace if selection.namespace_selector is None else "*"
     matched = view.matching(selection, workload.namespace)
-    shared = selection.max_next_hops == 0 and not any(w.key == workload.key for w in matched)
-    memo_key = ("selection", str(level), *selection.key, scope, problems)
+    shared = not any(w.key == workload.key for w in matched)
+    memo_key = ("selection", str(level), *selection.key, selection.max_next_hops, scope, problems)
     if shared and isinstance(found := view.routes.get(memo_key), EgressConfig):
         return found
     hops = choose_hops(view, workload, selection, prefer_local=False)
@@ -235,7 +390,7 @@ def _from_selection(
     if selection.namespace_selector is not None:
         parts.append(f"namespaceSelector={selection.namespace_selector}")
     reason = f"{where} annotation " + ", ".join(parts)
-    route = Route(DEFAULT_ROUTE, None, action, hops, capped=selection.max_next_hops > 0,
+    route = Route(DEFAULT_ROUTE, None, action, hops, cap=selection.max_next_hops,
                   draining=terminating_members(view, workload, selection))
     sel, ns = selection.key
     identity = f"selector:{sel}|{ns}|{scope}|{selection.max_next_hops}"
@@ -248,7 +403,8 @@ def _from_selection(
 def choose_hops(
     view: ClusterView, workload: Workload, selection: GatewaySelection, prefer_local: bool
 ) -> tuple[Hop, ...]:
-    """The usable gateways for `workload` under `selection`, sorted by (namespace, pod)."""
+    """The usable gateways for `workload` under `selection`, sorted by (namespace, pod):
+    the candidates maxNextHops picks from (`node_configs`)."""
     usable = [
         w for w in view.matching(selection, workload.namespace)
         if w.key != workload.key and not w.terminating and w.ip not in view.failed
@@ -256,11 +412,17 @@ def choose_hops(
     if prefer_local:
         local = [w for w in usable if w.node is not None and w.node == workload.node]
         usable = local or usable
-    cap = selection.max_next_hops
-    if 0 < cap < len(usable):
-        usable = sorted(usable, key=lambda w: _score(workload, w))[:cap]
-        usable.sort(key=lambda w: w.key)
-    return tuple(Hop(w.namespace, w.gateway, w.name, w.ip, w.node) for w in usable if w.ip)
+    return tuple(_hop(view, w) for w in usable if w.ip)
+
+
+def _hop(view: ClusterView, gateway: Workload) -> Hop:
+    found = view.routes.get(("hop", gateway.key))
+    if isinstance(found, tuple) and found[0] is gateway:
+        return found[1]  # type: ignore[no-any-return]
+    assert gateway.ip is not None
+    hop = Hop(gateway.namespace, gateway.gateway, gateway.name, gateway.ip, gateway.node)
+    view.routes[("hop", gateway.key)] = (gateway, hop)
+    return hop
 
 
 def terminating_members(
@@ -271,12 +433,6 @@ def terminating_members(
         w.ip for w in view.matching(selection, workload.namespace)
         if w.terminating and w.ip is not None and w.key != workload.key
     ))
-
-
-def _score(client: Workload, gateway: Workload) -> bytes:
-    # Rendezvous (highest random weight) hashing: a stable pseudo-random order per client.
-    text = f"{client.namespace}/{client.name}|{gateway.ip}".encode()
-    return hashlib.blake2b(text, digest_size=8).digest()
 
 
 def _route_reason(route: Route) -> str:

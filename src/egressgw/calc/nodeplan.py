@@ -9,13 +9,14 @@ GatewayPlan each (SNAT, VXLAN endpoint, return routes to client nodes).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from egressgw.calc import decision
 from egressgw.calc.cluster import ClusterView, Workload
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
+from egressgw.calc.hops import PickKey, Picks
 from egressgw.model import Node
 from egressgw.plan import dataplane as dp
 
@@ -76,9 +77,44 @@ def config_key(config: decision.EgressConfig) -> ConfigKey:
     if not config.routes:
         return ()
     return (config.identity, *(
-        (str(r.destination), str(r.action), tuple(str(h.ip) for h in r.hops) if r.capped else None)
+        (str(r.destination), str(r.action), _hop_key(h.ip for h in r.hops) if r.capped else None)
         for r in config.routes
     ))
+
+
+def adopted_key(config: decision.EgressConfig, held: Mapping[IPv4Network, Iterable[IPv4Address]]) -> ConfigKey:
+    """The key of `config` with its capped routes' hops as a kernel table holds them (`held`:
+    destination -> gateways): what the pod was classified under before a restart."""
+    if not config.routes:
+        return ()
+    return (config.identity, *(
+        (str(r.destination), str(r.action), _hop_key(held.get(r.destination, ())) if r.capped else None)
+        for r in config.routes
+    ))
+
+
+def previous_picks(classified: Mapping[tuple[str, str], ConfigKey]) -> Picks:
+    """Each pod's maxNextHops picks as its configuration key records them."""
+    picks: dict[PickKey, frozenset[str]] = {}
+    capped: dict[int, list[tuple[str, frozenset[str]]]] = {}  # pods share key objects: once each
+    for pod, key in classified.items():
+        found = capped.get(id(key))
+        if found is None:
+            found = capped[id(key)] = [(str(e[0]), frozenset(e[2])) for e in key[1:]
+                                       if isinstance(e, tuple) and isinstance(e[2], tuple)]
+        for destination, hops in found:
+            picks[(pod, str(key[0]), destination)] = hops
+    return picks
+
+
+def _hop_key(hops: Iterable[IPv4Address]) -> tuple[str, ...]:
+    # By address, as a kernel table lists them too: a key rebuilt from it is the same key.
+    return tuple(str(ip) for ip in sorted(hops))
+
+
+def _shape(key: ConfigKey) -> ConfigKey:
+    """A key without its maxNextHops picks: the configuration whatever the pod picked."""
+    return tuple(e[:2] if isinstance(e, tuple) and e[2] is not None else e for e in key)
 
 
 def table_routes(config: decision.EgressConfig) -> tuple[dp.EgressRoute, ...]:
@@ -102,21 +138,29 @@ def node_plan(
     previous: Mapping[ConfigKey, int],
     vxlan: dp.VxlanSettings | None,
     before: NodeResult | None = None,
+    adopted: Mapping[tuple[str, str], ConfigKey] | None = None,
 ) -> NodeResult:
     """The plan for `node`: classification and tables for its pods, plans for its gateways.
+
+    maxNextHops picks are sticky: each pod keeps the picks its previous configuration
+    recorded (`before.classified`, or `adopted` from the kernel after a restart) while they
+    stay usable, and a pod whose picks change keeps its table slot when no pod uses its
+    old configuration any more (the changed gateway set applies in place, see ConfigKey).
 
     Draining: a table that is no longer wanted but routes through a gateway that is still
     terminating (not yet gone) lingers, unchanged and with no classification pointing at it,
     so connections that carry its mark keep their gateway until the grace period ends, and
     those through its other gateways keep theirs after it (see `_lingering`).
     """
-    local = [w for w in view.workloads.values() if w.node == node.name and w.ip is not None]
-    local.sort(key=lambda w: w.key)
+    local = [w for w in view.on_node(node.name) if w.ip is not None]
+    history = before.classified if before is not None else adopted or {}
+    assignment = decision.node_configs(view, node.name, previous_picks(history))
     wanted: dict[tuple[str, str], ConfigKey] = {}
     content: dict[ConfigKey, tuple[dp.EgressRoute, ...]] = {}
     keys: dict[int, tuple[decision.EgressConfig, ConfigKey]] = {}  # shared configs: once
     for w in local:
-        config = decision.egress_config(view, w)
+        config = assignment.config(w.key)
+        assert config is not None  # every pod with an address on the node has one
         known = keys.get(id(config))
         if known is None or known[0] is not config:
             known = keys[id(config)] = (config, config_key(config))
@@ -128,6 +172,7 @@ def node_plan(
     draining = {w.ip for w in view.workloads.values() if w.terminating and w.ip is not None}
     present = {w.ip for w in view.workloads.values() if w.ip is not None}
     lingering, previous = _lingering(before, content, draining, present, previous)
+    previous = _carried(history, wanted, [k for _, k in keys.values()], previous)
     slots = dp.assign_slots([*wanted.values(), *lingering], previous, routing.capacity)
     problems = [f"{ns}/{name}: no free egress slot on {node.name} (capacity {routing.capacity})"
                 for (ns, name), key in sorted(wanted.items()) if key not in slots]
@@ -144,6 +189,27 @@ def node_plan(
     maintenance = _maintenance(before, lingering, draining)
     return NodeResult(plan, gateways, {k: v for k, v in slots.items() if v in used},
                       tuple(problems), tables, wanted, maintenance)
+
+
+def _carried(
+    history: Mapping[tuple[str, str], ConfigKey],
+    wanted: Mapping[tuple[str, str], ConfigKey],
+    distinct: Sequence[ConfigKey],
+    previous: Mapping[ConfigKey, int],
+) -> dict[ConfigKey, int]:
+    """`previous`, with the slot of a configuration no pod uses any more handed to the
+    configuration its first pod moved to when only maxNextHops picks differ. (`distinct`:
+    the wanted keys, each once, as the very objects `wanted` holds.)"""
+    fresh = {id(k) for k in distinct if k and k not in previous}
+    if not fresh:
+        return dict(previous)
+    slots = dict(previous)
+    used = set(distinct)
+    for pod in sorted(pod for pod, key in wanted.items() if id(key) in fresh):
+        key, old = wanted[pod], history.get(pod)
+        if old and old in slots and old not in used and key not in slots and _shape(old) == _shape(key):
+            slots[key] = slots.pop(old)
+    return slots
 
 
 def _lingering(
@@ -170,9 +236,12 @@ def _lingering(
     lingering: dict[ConfigKey, dp.EgressTable] = {}
     slots = dict(previous)
     set_aside: dict[object, ConfigKey] = {}  # configuration -> its table set aside now
+    # A configuration lives on whatever its pods pick: a pod that moved off a draining
+    # gateway kept its other picks, whose connections the retired table still carries.
+    shapes = {_shape(k) for k in content}
     for key, table in before.tables.items():
         if key and key[0] == "lingering":
-            retired = key[1] in content and bool(table.gateways & present)
+            retired = _shape(key[1]) in shapes and bool(table.gateways & present)  # type: ignore[arg-type]
             if table.gateways & draining or retired:
                 lingering[key] = table
             continue
@@ -184,9 +253,9 @@ def _lingering(
             lingering[moved] = table
             slots.pop(key, None)
             slots[moved] = table.slot
-            set_aside[key] = moved
+            set_aside[_shape(key)] = moved
     for key, table in list(lingering.items()):
-        newer = set_aside.get(key[1])
+        newer = set_aside.get(_shape(key[1]))  # type: ignore[arg-type]
         if newer is not None and newer != key and not table.gateways & draining:
             del lingering[key]
     return lingering, slots

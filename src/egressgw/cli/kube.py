@@ -4,7 +4,8 @@ Commands parse arguments, call egressgw.kube and render; no logic lives here.
 - `install-manifests [--values FILE]`: the whole install as YAML on stdout.
 - `crds [--beside-calico]`: only the CustomResourceDefinitions.
 - `chart --out DIR`: write the Helm chart generated from the same source.
-- `controller`: run the Kubernetes controller under leader election (in-cluster).
+- `controller`: run the Kubernetes controller under leader election (in-cluster), and on
+  every replica the admission webhook (EGRESSGW_WEBHOOK_ENABLED, _PORT).
 - `get` / `explain`: EgressGateways with their health, and the egress decision for a pod,
   on live state read through kubeconfig.
 """
@@ -33,6 +34,7 @@ from egressgw.kube.controller import Controller
 from egressgw.kube.leader import LeaderElector
 from egressgw.kube.render import GatewayConfig
 from egressgw.kube.store import KubeStore
+from egressgw.kube.webhookserver import run_webhook
 from egressgw.model import EgressGateway, ManifestError, Resource, ResourceSet
 from egressgw.store import codec
 from egressgw.store.resources import RESOURCE_PREFIX
@@ -114,7 +116,14 @@ async def _controller(config: GatewayConfig, kubeconfig: str | None, context: st
     store = await store_from_env(kubeconfig, context)
     elector = LeaderElector(store.client, namespace=store.namespace, name=install.LEASE_NAME,
                             identity=os.environ.get("POD_NAME") or socket.gethostname())
-    await elector.run(Controller(store.client, store, config).run)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(elector.run(Controller(store.client, store, config).run))
+        if _env("WEBHOOK_ENABLED", "false") == "true":  # every replica serves, not only the leader
+            tasks.create_task(run_webhook(
+                store.client, store, namespace=store.namespace, service=install.WEBHOOK_NAME,
+                secret=install.WEBHOOK_SECRET, configuration=install.WEBHOOK_NAME,
+                port=int(_env("WEBHOOK_PORT", "9443")),
+            ))
 
 
 async def _live(kubeconfig: str | None, context: str | None) -> tuple[ResourceSet, list[str]]:

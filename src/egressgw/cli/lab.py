@@ -24,6 +24,9 @@ from egressgw.lab import demo as lab_demo
 from egressgw.lab import demo_azure as lab_demo_azure
 from egressgw.lab import kubelet as lab_kubelet
 from egressgw.lab import procs, scenarios
+from egressgw.lab import registry as lab_registry
+from egressgw.lab import running as lab_running
+from egressgw.lab import status as lab_status
 from egressgw.lab import up as lab_up
 from egressgw.lab.scenarios import Transport
 
@@ -70,14 +73,14 @@ def _progress(message: str) -> None:
     _err.print(f"[dim]{message}[/dim]")
 
 
-def _handle(prefix: str | None) -> lab_up.LabHandle:
+def _handle(prefix: str | None) -> lab_running.LabHandle:
     try:
-        return lab_up.attach(prefix)
+        return lab_running.attach(prefix)
     except LookupError as err:
         raise _fail(str(err)) from None
 
 
-def _bring_up(scenario: str, transport: TransportChoice | None) -> lab_up.LabHandle:
+def _bring_up(scenario: str, transport: TransportChoice | None) -> lab_running.LabHandle:
     try:
         chosen = scenarios.get(scenario)
     except KeyError as err:
@@ -100,7 +103,7 @@ def up(
 ) -> None:
     """Build a lab of SCENARIO and start etcd, the controller, the agents and the gateways."""
     handle = _bring_up(scenario, transport)
-    Console(highlight=False).print(_status_tables(lab_up.status(handle)))
+    Console(highlight=False).print(_status_tables(lab_status.status(handle)))
     _err.print(f"lab {handle.prefix} is up; `egressgw lab down` takes it down")
 
 
@@ -108,7 +111,7 @@ def up(
 def down(prefix: PrefixOption = None) -> None:
     """Stop every process of the lab and remove its namespaces and state."""
     try:
-        _err.print(f"lab {lab_up.down(prefix)} is down")
+        _err.print(f"lab {lab_running.down(prefix)} is down")
     except LookupError as err:
         raise _fail(str(err)) from None
 
@@ -116,7 +119,7 @@ def down(prefix: PrefixOption = None) -> None:
 @app.command()
 def status(prefix: PrefixOption = None, output: OutputOption = Output.TABLE) -> None:
     """Nodes, pods, gateway pods and internet stand-ins of the lab."""
-    found = lab_up.status(_handle(prefix))
+    found = lab_status.status(_handle(prefix))
     if output is Output.JSON:
         typer.echo(json.dumps(status_json(found), indent=2))
     else:
@@ -133,7 +136,7 @@ def exec_(
 ) -> None:
     """Run a command inside a pod's, an internet host's or a node's namespace."""
     try:
-        netns = lab_up.netns_for(_handle(prefix).topology(), name)
+        netns = lab_status.netns_for(_handle(prefix).topology(), name)
     except LookupError as err:
         raise _fail(str(err)) from None
     argv = procs.netns_argv(netns, command)
@@ -199,18 +202,18 @@ def _on_lab(
     transport: TransportChoice | None,
     prefix: str | None,
     keep: bool,
-    run: Callable[[lab_up.LabHandle], bool],
+    run: Callable[[lab_running.LabHandle], bool],
 ) -> None:
     """`run` on lab `prefix`, or on a lab of `scenario` brought up for it (and taken down
     after, unless `keep`) when none runs; exit 1 when `run` says it failed."""
-    owned: list[lab_up.LabHandle] = []
+    owned: list[lab_running.LabHandle] = []
 
     def cleanup() -> None:
         for handle in owned if not keep else ():
             handle.down()
 
     with procs.guarded(cleanup):
-        if prefix is None and not lab_up.labs():
+        if prefix is None and not lab_registry.labs():
             owned.append(handle := _bring_up(scenario, transport))
         else:
             handle = _handle(prefix)
@@ -236,7 +239,7 @@ class _Walked(Protocol):
 
 
 def _walk(
-    handle: lab_up.LabHandle,
+    handle: lab_running.LabHandle,
     output: Output,
     demo: Callable[..., _Walked],
     table: Callable[[list[Any]], Table],
@@ -294,7 +297,7 @@ def _demo_table(steps: list[lab_demo.DemoStep]) -> Table:
 # --- rendering status -----------------------------------------------------------------------
 
 
-def status_json(s: lab_up.LabStatus) -> dict[str, Any]:
+def status_json(s: lab_status.LabStatus) -> dict[str, Any]:
     t = s.topology
     return {
         "lab": s.info.prefix,
@@ -342,7 +345,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
-def _status_tables(s: lab_up.LabStatus) -> Table:
+def _status_tables(s: lab_status.LabStatus) -> Table:
     data = status_json(s)
     grid = Table.grid(padding=(1, 0))
     grid.add_row(f"lab {s.info.prefix}: {s.info.scenario}, {s.info.transport}, etcd {s.info.etcd}")

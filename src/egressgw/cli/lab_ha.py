@@ -26,6 +26,8 @@ from egressgw.cli.lab import (
     demo_app,
 )
 from egressgw.lab import chaos, demo_ha, procs, scenarios
+from egressgw.lab import registry as lab_registry
+from egressgw.lab import running as lab_running
 from egressgw.lab import up as lab_up
 
 PodArgument = Annotated[str, typer.Argument(help="The gateway pod: NAMESPACE/NAME or NAME.")]
@@ -98,14 +100,14 @@ def demo_ha_command(
 ) -> None:
     """Two replicas of egw-1, a stream of connections from netshoot, kill one replica:
     the timeline of what the echo service saw, the failover time, the flows lost."""
-    owned: list[lab_up.LabHandle] = []
+    owned: list[lab_running.LabHandle] = []
 
     def cleanup() -> None:
         for handle in owned if not keep else ():
             handle.down()
 
     with procs.guarded(cleanup):
-        if prefix is None and not lab_up.labs():
+        if prefix is None and not lab_registry.labs():
             try:
                 owned.append(handle := lab_up.up(scenarios.AWS, progress=_progress))
             except (RuntimeError, TimeoutError, OSError) as err:

@@ -27,8 +27,8 @@ from rich.table import Table
 
 from egressgw import manifests
 from egressgw.calc.gateways import ELASTIC_IP_ANNOTATION, GATEWAY_ANNOTATION, ZONE_LABEL
+from egressgw.lab import running as lab_running
 from egressgw.lab import scenarios
-from egressgw.lab import up as lab_up
 from egressgw.model import ManifestError, Node, Pod, Resource, ResourceSet
 from egressgw.model.parsing import KINDS, to_dict
 from egressgw.store import MAX_TXN_OPS, etcd
@@ -78,7 +78,7 @@ def _kind(name: str) -> str:
 def _with_store(lab: str | None, work: Callable[[ResourceStore[Resource]], Awaitable[T]]) -> T:
     """Run `work` against the lab's store."""
     try:
-        endpoint = lab_up.attach(lab).info.etcd
+        endpoint = lab_running.attach(lab).info.etcd
     except LookupError as err:
         raise _fail(str(err)) from None
 
@@ -139,7 +139,7 @@ def apply(
     """Create or replace the objects in the manifests, in one transaction."""
     try:
         objects = manifests.read_resources(filename)
-        hosts = lab_up.attach(lab).topology().internet_hosts
+        hosts = lab_running.attach(lab).topology().internet_hosts
         rewritten, rewrites = scenarios.rewrite_destinations(objects, hosts)
         lines = _with_store(lab, lambda res: _apply(res, rewritten))
     except ManifestError as err:

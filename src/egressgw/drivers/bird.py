@@ -3,11 +3,14 @@
 Holds: the BgpSpeaker Protocol the agent talks to, BirdDaemon (the real BIRD inside a network
 namespace, with its config, control socket, pid file and log under one state directory), and
 FakeBgpSpeaker, a stateful stand-in for unit tests. Readbacks (`protocols()`, `routes()`) come
-from BIRD itself through birdc.
+from BIRD itself through birdc. Liveness: `wait_exit` blocks on a pidfd of our BIRD (woken the
+moment it exits) and says why it is gone; `restart` starts it again in graceful-restart
+recovery (`bird -R`), so its peers keep its routes (stale) and it keeps the kernel's.
 
 Must not: restart BIRD to change its configuration (a restart drops every session; `birdc
 configure` keeps each session whose protocol is unchanged), kill a process it did not start
-or adopt from its own pid file, or decide BGP policy (calc.bgp and plan.bird do).
+or adopt from its own pid file, decide when to restart (the agent does), or decide BGP policy
+(calc.bgp and plan.bird do).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
@@ -65,7 +70,10 @@ class BirdRoute:
 class BgpSpeaker(Protocol):
     """What the agent needs from a BGP daemon."""
 
+    def start(self, plan: NodeBgpPlan) -> None: ...
     def apply(self, plan: NodeBgpPlan) -> bool: ...
+    def wait_exit(self, timeout: float) -> str | None: ...
+    def restart(self, plan: NodeBgpPlan) -> None: ...
     def protocols(self) -> list[BirdProtocol]: ...
     def routes(self) -> list[BirdRoute]: ...
 
@@ -82,6 +90,7 @@ class BirdDaemon:
         self.pidfile = state_dir / "bird.pid"
         self.log = state_dir / "bird.log"
         self._child: subprocess.Popen[bytes] | None = None
+        self._pidfd: tuple[int, int] | None = None  # (pid, fd) of the BIRD wait_exit watches
 
     # ------------------------------------------------------------ lifecycle
 
@@ -95,11 +104,39 @@ class BirdDaemon:
         self._spawn()
         self._wait_until_up()
 
+    def restart(self, plan: NodeBgpPlan) -> None:
+        """Start BIRD again after it died (or lost its socket), with `plan`, in graceful-restart
+        recovery (`-R`): it tells its peers it restarted, so they keep its routes (stale) until
+        it re-advertises them, and it leaves the kernel's routes alone until it has converged."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.stop()  # reaps the dead child, ends a BIRD without a socket, removes stale files
+        self._write(render(plan))
+        self._spawn(recovery=True)
+        self._wait_until_up()
+
     def running(self) -> bool:
         if not self.socket.exists():
             return False
         result = self._birdc("show", "status", check=False)
         return "Daemon is up" in result
+
+    def pid(self) -> int | None:
+        """The pid of our BIRD while it runs: the child we spawned, or the one our pid file
+        names (checked against our socket path)."""
+        if self._child is not None and self._child.poll() is None:
+            return self._child.pid
+        return self._pid()
+
+    def wait_exit(self, timeout: float) -> str | None:
+        """Wait up to `timeout` s for our BIRD to exit. Returns why it is gone (exited, its
+        control socket vanished, none running), or None while it runs. Woken by a pidfd the
+        moment the process exits, so a death is seen without polling."""
+        pid = self.pid()
+        if pid is None:
+            return self._exit_reason()
+        if self._wait_pid(pid, timeout):
+            return self._exit_reason()
+        return None if self.socket.exists() else f"its control socket {self.socket} is gone"
 
     def stop(self) -> None:
         """Terminate our BIRD: the child we spawned, or the one our pid file names (checked
@@ -113,6 +150,7 @@ class BirdDaemon:
         if self._child is not None:
             self._child.wait(timeout=self.timeout)
             self._child = None
+        self._close_pidfd()
         for path in (self.socket, self.pidfile):
             path.unlink(missing_ok=True)
 
@@ -159,9 +197,9 @@ class BirdDaemon:
 
     # ------------------------------------------------------------ process plumbing
 
-    def _spawn(self) -> None:
+    def _spawn(self, *, recovery: bool = False) -> None:
         command = [BIRD, "-f", "-c", str(self.config), "-s", str(self.socket)]
-        command += ["-P", str(self.pidfile)]
+        command += ["-P", str(self.pidfile), *(["-R"] if recovery else [])]
         if self.netns is not None:
             command = ["ip", "netns", "exec", self.netns, *command]
         with self.log.open("ab") as log:
@@ -184,9 +222,38 @@ class BirdDaemon:
         try:
             pid = int(self.pidfile.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ProcessLookupError, ValueError):
             return None
+        # A zombie's cmdline is empty: an exited BIRD is not ours to signal or wait for.
         return pid if str(self.socket).encode() in cmdline else None
+
+    def _wait_pid(self, pid: int, timeout: float) -> bool:
+        """True once `pid` has exited (within `timeout`), on a pidfd kept while it lives."""
+        if self._pidfd is None or self._pidfd[0] != pid:
+            self._close_pidfd()
+            try:
+                self._pidfd = (pid, os.pidfd_open(pid))
+            except ProcessLookupError:
+                return True
+        ready, _, _ = select.select([self._pidfd[1]], [], [], timeout)
+        if ready:
+            self._close_pidfd()
+        return bool(ready)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd[1])
+            self._pidfd = None
+
+    def _exit_reason(self) -> str:
+        """Why no BIRD of ours runs; the exit status only when it was our child."""
+        child = self._child
+        if child is None or child.poll() is None:
+            return "no BIRD serves our control socket"
+        self._child = None  # reaped by poll()
+        code = child.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+        return f"BIRD (pid {child.pid}) {how}"
 
     def _wait_for_exit(self, pid: int) -> None:
         deadline = time.monotonic() + self.timeout
@@ -295,19 +362,42 @@ class _RouteBuilder:
 
 @dataclass
 class FakeBgpSpeaker:
-    """Remembers the plans it was given; reports every peer established and its own prefixes."""
+    """Remembers the plans it was given; reports every peer established and its own prefixes.
+    `crash()` plays a BIRD that dies; `fail_starts` restarts fail before one succeeds."""
 
     applied: list[NodeBgpPlan] = field(default_factory=list)
+    restarts: list[NodeBgpPlan] = field(default_factory=list)  # the plan of each restart
+    fail_starts: int = 0
+    _dead: threading.Event = field(default_factory=threading.Event)
 
     @property
     def plan(self) -> NodeBgpPlan | None:
         return self.applied[-1] if self.applied else None
 
+    def start(self, plan: NodeBgpPlan) -> None:
+        self.apply(plan)
+
     def apply(self, plan: NodeBgpPlan) -> bool:
+        if self._dead.is_set():
+            raise BirdError("birdc configure: Unable to connect to server control socket")
         if self.plan == plan:
             return False
         self.applied.append(plan)
         return True
+
+    def crash(self) -> None:
+        self._dead.set()
+
+    def wait_exit(self, timeout: float) -> str | None:
+        return "crashed" if self._dead.wait(timeout) else None
+
+    def restart(self, plan: NodeBgpPlan) -> None:
+        self.restarts.append(plan)
+        if self.fail_starts > 0:
+            self.fail_starts -= 1
+            raise BirdError("BIRD exited at start")
+        self._dead.clear()
+        self.applied.append(plan)
 
     def protocols(self) -> list[BirdProtocol]:
         peers = () if self.plan is None else self.plan.peers

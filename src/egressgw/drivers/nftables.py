@@ -47,8 +47,7 @@ class Nft:
         """Commit `doc` as one transaction (nothing happens if any command fails)."""
         if not doc["nftables"]:
             return
-        text = json.dumps(doc, separators=(",", ":"))
-        done = ns.run(self.netns, ["nft", "-j", "-f", "-"], text)
+        done = ns.run(self.netns, ["nft", "-j", "-f", "-"], render.encode(doc))
         if done.returncode:
             raise NftError(done.stderr.strip() or f"nft exited {done.returncode}")
 

@@ -3,6 +3,9 @@
 Holds: RouteServer, which runs gobgpd inside a network namespace from a TOML file it writes
 (one explicit neighbor per node, as ARS is configured), serves gobgpd's API only on a Unix
 socket in its state directory, and reads back what gobgpd learned with the `gobgp` CLI.
+With `graceful_restart_time` every neighbor is a graceful-restart helper (RFC 4724): when a
+node's BIRD dies or restarts, the routes it sent are kept (stale) until it is back and has
+sent them again, instead of being withdrawn.
 LearnedRoute is shaped like `az network routeserver peering list-learned-routes` output.
 
 Must not: listen anywhere but inside its namespace (the API is a Unix socket, BGP binds the
@@ -90,9 +93,12 @@ class RouteServer:
         peers: Sequence[RouteServerPeer],
         port: int = 179,
         timeout: float = 10.0,
+        graceful_restart_time: int | None = None,
+        connect_retry: int = 5,
     ) -> None:
         self.netns, self.state_dir, self.timeout = netns, state_dir, timeout
         self.asn, self.address, self.port = asn, address, port
+        self.graceful_restart_time, self.connect_retry = graceful_restart_time, connect_retry
         self.peers = tuple(sorted(peers, key=lambda p: (p.address.version, int(p.address))))
         self.config = state_dir / "gobgpd.toml"
         self.socket = state_dir / "gobgpd.sock"
@@ -140,7 +146,9 @@ class RouteServer:
             f'  local-address-list = ["{self.address}"]',
         ]
         for peer in self.peers:
-            lines += _neighbor(peer)
+            lines += _neighbor(peer, self.connect_retry)
+            if self.graceful_restart_time is not None:
+                lines += _graceful_restart(self.graceful_restart_time)
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------ readback
@@ -194,7 +202,7 @@ class RouteServer:
         return data
 
 
-def _neighbor(peer: RouteServerPeer) -> list[str]:
+def _neighbor(peer: RouteServerPeer, connect_retry: int) -> list[str]:
     lines = [
         "",
         "[[neighbors]]",
@@ -202,7 +210,7 @@ def _neighbor(peer: RouteServerPeer) -> list[str]:
         f'    neighbor-address = "{peer.address}"',
         f"    peer-as = {peer.remote_as}",
         "  [neighbors.timers.config]",
-        "    connect-retry = 5",
+        f"    connect-retry = {connect_retry}",
         "    idle-hold-time-after-reset = 1",
     ]
     if peer.multihop:
@@ -212,6 +220,21 @@ def _neighbor(peer: RouteServerPeer) -> list[str]:
             "    multihop-ttl = 64",
         ]
     return lines
+
+
+def _graceful_restart(restart_time: int) -> list[str]:
+    """Helper mode for the neighbor: `restart-time` is what gobgpd announces for itself; for
+    the neighbor's routes it honours the restart time the neighbor announces (BIRD: 120 s)."""
+    return [
+        "  [neighbors.graceful-restart.config]",
+        "    enabled = true",
+        f"    restart-time = {restart_time}",
+        "  [[neighbors.afi-safis]]",
+        "    [neighbors.afi-safis.config]",
+        '      afi-safi-name = "ipv4-unicast"',
+        "    [neighbors.afi-safis.mp-graceful-restart.config]",
+        "      enabled = true",
+    ]
 
 
 def _neighbor_state(data: dict[str, Any]) -> RouteServerNeighbor:

@@ -13,7 +13,15 @@ Privileges, and why:
   (get/list/watch) on the kinds the egress decision reads.
 - controller (Deployment): no capabilities, non-root. RBAC: read EgressGateways and
   IPPools, write EgressGateway status and Deployments (gateways live in user namespaces),
-  and in its own namespace only its Lease and its state ConfigMap.
+  and in its own namespace only its Lease and its state ConfigMap. With the admission
+  webhook (`webhook.enabled`): also read BGPFilters (cross-object checks), get/update only
+  the `egressgw-webhook` ValidatingWebhookConfiguration (its caBundle) and only the
+  `egressgw-webhook-ca` Secret (create needs no name: Kubernetes cannot restrict it by one).
+
+The webhook (kube.webhook) judges only the kinds whose CRDs we define (beside Calico OSS:
+EgressGateway and EgressGatewayPolicy; Calico's own objects are Calico's to judge).
+`webhook.failurePolicy` defaults to Fail, as the webhook alone refuses unparsable selectors;
+docs/kubernetes.md says what that costs when every controller replica is down.
 This module must not do I/O.
 """
 
@@ -31,6 +39,9 @@ from egressgw.model.meta import Frozen
 
 Obj = dict[str, Any]
 LEASE_NAME = "egressgw-controller"
+WEBHOOK_NAME = "egressgw-webhook"  # the Service and the ValidatingWebhookConfiguration
+WEBHOOK_SECRET = "egressgw-webhook-ca"
+WEBHOOK_PATH = "/validate"
 CONFIG_NAME = "egressgw-config"
 AGENT, CONTROLLER = "egressgw-agent", "egressgw-controller"
 READ = ["get", "list", "watch"]
@@ -83,6 +94,13 @@ class Probes(Frozen):
     failure_threshold: int = Field(default=3, ge=1)
 
 
+class Webhook(Frozen):
+    enabled: bool = True
+    port: int = Field(default=9443, ge=1024, le=65535)  # the controller runs as non-root
+    failure_policy: Literal["Fail", "Ignore"] = "Fail"
+    """What the API server does when no replica answers: refuse the write, or let it in."""
+
+
 class Aws(Frozen):
     secondary_ip_resource: bool = False
 
@@ -105,6 +123,7 @@ class Values(Frozen):
     controller: Controller = Controller()
     agent: Agent = Agent()
     probes: Probes = Probes()
+    webhook: Webhook = Webhook()
     aws: Aws = Aws()
     aks: bool = False
 
@@ -141,13 +160,17 @@ def _events() -> Obj:
 def rbac(values: Values) -> list[Obj]:
     apis = values.api_map()
     agent_kinds = [r.kind for r in api.OUR_KINDS + api.CORE_KINDS]
+    hook = values.webhook.enabled
+    read = ["EgressGateway", "IPPool", *(["BGPFilter"] if hook else [])]
     roles = [
         _cluster_role(AGENT, [*_group_rules(apis, agent_kinds, READ), _events()]),
         _cluster_role(CONTROLLER, [
-            *_group_rules(apis, ["EgressGateway", "IPPool"], READ),
+            *_group_rules(apis, read, READ),
             _rule(api.EGRESS_GATEWAY.group, ["egressgateways/status"], ["get", "patch", "update"]),
             _rule("apps", ["deployments"], [*READ, "create", "update", "patch", "delete"]),
             _events(),
+            *([_rule("admissionregistration.k8s.io", ["validatingwebhookconfigurations"],
+                     ["get", "update"], [WEBHOOK_NAME])] if hook else []),
         ]),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": _meta(CONTROLLER, values), "rules": [
@@ -155,6 +178,8 @@ def rbac(values: Values) -> list[Obj]:
              _rule("coordination.k8s.io", ["leases"], ["get", "update"], [LEASE_NAME]),
              _rule("", ["configmaps"], ["create"]),
              _rule("", ["configmaps"], [*READ, "update"], [STATE_NAME]),
+             *([_rule("", ["secrets"], ["create"]),
+                _rule("", ["secrets"], ["get", "update"], [WEBHOOK_SECRET])] if hook else []),
          ]},
     ]
     accounts = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(n, values)}
@@ -197,15 +222,20 @@ def config(values: Values) -> Obj:
         "EGRESSGW_AKS": str(values.aks).lower(),
         "EGRESSGW_AWS_SECONDARY_IP_RESOURCE": str(values.aws.secondary_ip_resource).lower(),
         "EGRESSGW_AGENT_HEALTH_PORT": str(values.agent.health_port),
+        "EGRESSGW_WEBHOOK_ENABLED": str(values.webhook.enabled).lower(),
+        "EGRESSGW_WEBHOOK_PORT": str(values.webhook.port),
     }
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(CONFIG_NAME, values),
             "data": data}
 
 
-def _probe(values: Values, path: str, port: int | str) -> Obj:
+def _probe(values: Values, path: str, port: int | str, scheme: str = "HTTP") -> Obj:
     p = values.probes
+    get: Obj = {"path": path, "port": port}
+    if scheme != "HTTP":
+        get["scheme"] = scheme
     return {
-        "httpGet": {"path": path, "port": port},
+        "httpGet": get,
         "initialDelaySeconds": p.initial_delay_seconds,
         "periodSeconds": p.period_seconds,
         "timeoutSeconds": p.timeout_seconds,
@@ -298,6 +328,12 @@ def controller(values: Values) -> Obj:
     container["env"] = _env(("POD_NAME", "metadata.name"))
     container["resources"] = {"requests": {"cpu": "20m", "memory": "64Mi"}}
     container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if values.webhook.enabled:
+        container["ports"] = [
+            {"name": "webhook", "containerPort": values.webhook.port, "protocol": "TCP"}
+        ]
+        # Ready once it serves: the Service sends the API server's calls only there.
+        container["readinessProbe"] = _probe(values, "/readyz", "webhook", "HTTPS")
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(CONTROLLER, values, **labels),
@@ -310,6 +346,49 @@ def controller(values: Values) -> Obj:
                 "volumes": [{"name": "tmp", "emptyDir": {}}],
             }},
         },
+    }
+
+
+def webhook_service(values: Values) -> Obj:
+    """How the API server reaches the controller replicas' webhook (port 443 -> webhook)."""
+    return {
+        "apiVersion": "v1", "kind": "Service", "metadata": _meta(WEBHOOK_NAME, values),
+        "spec": {
+            "selector": {"app.kubernetes.io/name": CONTROLLER},
+            "ports": [{"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}],
+        },
+    }
+
+
+def webhook_kinds(values: Values) -> list[api.ApiResource]:
+    """The kinds the webhook judges: those we define CRDs for (with or without
+    `crds.install`: managed separately, they are still ours)."""
+    return [r for r in api.OUR_KINDS if not (values.calico.oss and r.kind in api.CALICO_OWNED)]
+
+
+def webhook_configuration(values: Values) -> Obj:
+    """The ValidatingWebhookConfiguration; the controller fills in `caBundle`."""
+    by_group: dict[tuple[str, str], list[str]] = {}
+    for res in webhook_kinds(values):
+        by_group.setdefault((res.group, res.version), []).append(res.plural)
+    rules = [{"apiGroups": [group], "apiVersions": [version], "operations": ["CREATE", "UPDATE"],
+              "resources": sorted(plurals), "scope": "*"}
+             for (group, version), plurals in sorted(by_group.items())]
+    service = {"name": WEBHOOK_NAME, "namespace": values.namespace, "path": WEBHOOK_PATH,
+               "port": 443}
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": _meta(WEBHOOK_NAME),
+        "webhooks": [{
+            "name": "validate.egressgw.io",
+            "clientConfig": {"service": service},
+            "rules": rules,
+            "failurePolicy": values.webhook.failure_policy,
+            "matchPolicy": "Equivalent",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 5,
+        }],
     }
 
 
@@ -327,7 +406,10 @@ def manifests(values: Values) -> list[Obj]:
         kinds = [r.kind for r in api.OUR_KINDS
                  if not (values.calico.oss and r.kind in api.CALICO_OWNED)]
         out += crds(values.api_map(), kinds)
-    return [*out, *rbac(values), config(values), agent(values), controller(values)]
+    out += [*rbac(values), config(values), agent(values), controller(values)]
+    if values.webhook.enabled:  # last: it refuses writes until the controller answers
+        out += [webhook_service(values), webhook_configuration(values)]
+    return out
 
 
 def render_yaml(values: Values) -> str:

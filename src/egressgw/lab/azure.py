@@ -60,6 +60,11 @@ def route_server(topology: Topology, name: str, root: Path | None = None) -> Rou
         asn=edge.route_server_as,
         address=rs.address,
         peers=[RouteServerPeer(p, edge.peer_as) for p in rs.peers],
+        # Graceful-restart helpers (RFC 4724): when a node's BIRD dies or restarts, the
+        # routes it advertised are kept, stale, until it is back, so return traffic to its
+        # gateways keeps flowing; a reset session is retried after 1 s, not 5 s.
+        graceful_restart_time=120,
+        connect_retry=1,
     )
 
 
@@ -73,33 +78,6 @@ def node_bird(topology: Topology, node: str, root: Path | None = None) -> BirdDa
 
 
 # --- starting ---------------------------------------------------------------------------
-
-
-def gobgpd_config(rs: RouteServer) -> str:
-    """The driver's gobgpd config, plus what the lab's route servers need besides: each
-    neighbor is a graceful-restart helper (RFC 4724: when a node's BIRD dies or restarts
-    gracefully, the routes it advertised are kept, stale, until it is back, so return
-    traffic to its gateways keeps flowing), and a reset session is retried after 1 s, not
-    5 s, so a `birdc restart` costs about one reconnect. (Lacking options in the driver,
-    this edits its rendering; tests/unit/lab/test_azure_hub.py parses the result.)"""
-    lines = rs.render().replace("connect-retry = 5", "connect-retry = 1")
-    helper = [
-        "  [neighbors.graceful-restart.config]",
-        "    enabled = true",
-        "    restart-time = 120",
-        "  [[neighbors.afi-safis]]",
-        "    [neighbors.afi-safis.config]",
-        '      afi-safi-name = "ipv4-unicast"',
-        "    [neighbors.afi-safis.mp-graceful-restart.config]",
-        "      enabled = true",
-    ]
-    # Each neighbor's tables follow its `[[neighbors]]` line, so the helper tables go at
-    # the end of every neighbor's block.
-    blocks = lines.rstrip("\n").split("\n\n")
-    return (
-        "\n\n".join(b + ("\n" + "\n".join(helper) if "[[neighbors]]" in b else "") for b in blocks)
-        + "\n"
-    )
 
 
 def gobgpd_argv(rs: RouteServer) -> list[str]:
@@ -116,7 +94,7 @@ def start_hub(sup: procs.Supervisor, topology: Topology, root: Path, timeout: fl
     servers = route_servers(topology, root)
     for name, rs in servers.items():
         rs.state_dir.mkdir(parents=True, exist_ok=True)
-        rs.config.write_text(gobgpd_config(rs))
+        rs.config.write_text(rs.render())
         rs.socket.unlink(missing_ok=True)
         sup.start(f"gobgpd-{name}", gobgpd_argv(rs), rs.netns)
     for rs in servers.values():

@@ -19,25 +19,23 @@ fault would.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
-from typing import Any, TypeVar
+from typing import Any
 
 from egressgw.calc.gateways import ELASTIC_IP_ANNOTATION, GATEWAY_ANNOTATION
-from egressgw.lab import procs, state, up
+from egressgw.lab import procs, state
+from egressgw.lab.registry import kubelet_root
+from egressgw.lab.running import LabHandle, edited, with_store
+from egressgw.lab.status import probe
 from egressgw.lab.topology import POD_GATEWAY, AwsEdge, GatewayPod, pod_ns
-from egressgw.model import EgressGateway, Pod, Resource, parsing
-from egressgw.store import etcd
-from egressgw.store.codec import resource_store
-from egressgw.store.resources import ResourceStore
+from egressgw.model import EgressGateway, Pod, parsing
 
-T = TypeVar("T")
 CHAOS_TABLE = "egressgw_chaos"
 _TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -63,7 +61,7 @@ class Replica:
 # --- finding things -------------------------------------------------------------------------
 
 
-def find_gateway(handle: up.LabHandle, pod: str) -> GatewayPod:
+def find_gateway(handle: LabHandle, pod: str) -> GatewayPod:
     """The gateway pod NAMESPACE/NAME (or NAME in default) of the lab."""
     namespace, _, name = pod.rpartition("/")
     found = handle.topology().find(namespace or "default", name)
@@ -72,7 +70,7 @@ def find_gateway(handle: up.LabHandle, pod: str) -> GatewayPod:
     return found
 
 
-def replicas(handle: up.LabHandle, gateway: str, namespace: str = "default") -> list[Replica]:
+def replicas(handle: LabHandle, gateway: str, namespace: str = "default") -> list[Replica]:
     """The wired gateway pods of `gateway`, by name (terminating ones included)."""
     pods = with_store(handle, lambda res: res.list_all("Pod"))[0]
     topology = handle.topology()
@@ -91,13 +89,13 @@ def replicas(handle: up.LabHandle, gateway: str, namespace: str = "default") -> 
 
 
 def wait_replicas(
-    handle: up.LabHandle, gateway: str, count: int, timeout: float = 30.0
+    handle: LabHandle, gateway: str, count: int, timeout: float = 30.0
 ) -> list[Replica]:
     """Wait until `gateway` has `count` live replicas wired and ready; returns them."""
     deadline = time.monotonic() + timeout
     while True:
         live = [r for r in replicas(handle, gateway) if not r.terminating]
-        if len(live) == count and all(up.probe(handle.prefix, r.pod, timeout=0.2) for r in live):
+        if len(live) == count and all(probe(handle.prefix, r.pod, timeout=0.2) for r in live):
             return live
         if time.monotonic() > deadline:
             raise ChaosError(
@@ -106,9 +104,9 @@ def wait_replicas(
         time.sleep(0.1)
 
 
-def gateway_process(handle: up.LabHandle, pod: GatewayPod) -> state.ProcRecord | None:
+def gateway_process(handle: LabHandle, pod: GatewayPod) -> state.ProcRecord | None:
     """The kubelet's record of the pod's gateway process, if it is alive."""
-    records = state.load_processes(handle.prefix, up.kubelet_root(handle.prefix, handle.root))
+    records = state.load_processes(handle.prefix, kubelet_root(handle.prefix, handle.root))
     name = f"gateway-{pod.namespace}-{pod.name}"
     return next((r for r in records if r.name == name and procs.alive(r)), None)
 
@@ -125,7 +123,7 @@ def _ip(netns: str, *args: str) -> None:
         raise ChaosError(f"ip -n {netns} {' '.join(args)}: {done.stderr.strip()}")
 
 
-def kill_gateway(handle: up.LabHandle, pod: str) -> int | None:
+def kill_gateway(handle: LabHandle, pod: str) -> int | None:
     """SIGKILL the pod's gateway process and take its eth0 down; the pid killed (None if no
     process was running). The kubelet restarts the process; the link stays down."""
     target = find_gateway(handle, pod)
@@ -139,7 +137,7 @@ def kill_gateway(handle: up.LabHandle, pod: str) -> int | None:
     return None if record is None else record.pid
 
 
-def revive_gateway(handle: up.LabHandle, pod: str, wait: float | None = 15.0) -> float:
+def revive_gateway(handle: LabHandle, pod: str, wait: float | None = 15.0) -> float:
     """Bring a killed pod's eth0 back with the routes the link took with it (Calico's
     wiring: 169.254.1.1 on-link, default via it). With `wait`, wait that long at most until
     the gateway answers its readiness probe again (the kubelet restarts a dead process
@@ -154,10 +152,10 @@ def revive_gateway(handle: up.LabHandle, pod: str, wait: float | None = 15.0) ->
     return 0.0 if wait is None else wait_ready(handle, target, wait)
 
 
-def wait_ready(handle: up.LabHandle, pod: GatewayPod, timeout: float = 15.0) -> float:
+def wait_ready(handle: LabHandle, pod: GatewayPod, timeout: float = 15.0) -> float:
     """Wait until `pod` answers GET /readiness with 200 from inside its namespace."""
     started = time.monotonic()
-    while not up.probe(handle.prefix, pod, timeout=0.2):
+    while not probe(handle.prefix, pod, timeout=0.2):
         if time.monotonic() - started > timeout:
             raise ChaosError(f"{pod.name} not ready after {timeout:g}s")
         time.sleep(0.05)
@@ -179,7 +177,7 @@ def partition_script(heal: bool) -> str:
     )
 
 
-def partition(handle: up.LabHandle, pod: str, heal: bool = False) -> None:
+def partition(handle: LabHandle, pod: str, heal: bool = False) -> None:
     """Cut (or with `heal`, restore) the gateway pod's path; its process keeps running."""
     netns = pod_ns(handle.prefix, find_gateway(handle, pod))
     if not (procs.NETNS_DIR / netns).exists():
@@ -190,29 +188,7 @@ def partition(handle: up.LabHandle, pod: str, heal: bool = False) -> None:
 # --- store changes --------------------------------------------------------------------------
 
 
-def with_store(handle: up.LabHandle, work: Callable[[ResourceStore[Resource]], Awaitable[T]]) -> T:
-    async def run() -> T:
-        store = await etcd.connect(handle.info.etcd)
-        try:
-            return await work(resource_store(store))
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def _edit(edit: Callable[[dict[str, Any]], None]) -> Callable[[Resource], Resource]:
-    """A store change that edits the object as manifest JSON (validated on the way back)."""
-
-    def change(res: Resource) -> Resource:
-        body = parsing.to_dict(res)
-        edit(body)
-        return parsing.from_dict(body, source="lab chaos")
-
-    return change
-
-
-def stop_gateway(handle: up.LabHandle, pod: str, grace: int) -> datetime:
+def stop_gateway(handle: LabHandle, pod: str, grace: int) -> datetime:
     """Ask for the pod's graceful deletion: `deletionTimestamp` = now + `grace` seconds.
     Returns that deadline."""
     if grace < 0:
@@ -224,12 +200,12 @@ def stop_gateway(handle: up.LabHandle, pod: str, grace: int) -> datetime:
         body["metadata"]["deletionTimestamp"] = deadline.strftime(_TIMESTAMP)
         body["metadata"]["deletionGracePeriodSeconds"] = grace
 
-    with_store(handle, lambda res: res.update(("Pod", target.namespace, target.name), _edit(mark)))
+    with_store(handle, lambda res: res.update(("Pod", target.namespace, target.name), edited(mark)))
     return deadline
 
 
 def _gateway_edit(
-    handle: up.LabHandle, gateway: str, namespace: str, edit: Callable[[dict[str, Any]], None]
+    handle: LabHandle, gateway: str, namespace: str, edit: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
     """Edit the EgressGateway's manifest JSON in the store; returns it as it was."""
     before: dict[str, Any] = {}
@@ -239,11 +215,11 @@ def _gateway_edit(
         edit(body)
 
     key = ("EgressGateway", namespace, gateway)
-    with_store(handle, lambda res: res.update(key, _edit(remember)))
+    with_store(handle, lambda res: res.update(key, edited(remember)))
     return before
 
 
-def scale(handle: up.LabHandle, gateway: str, replicas: int, namespace: str = "default") -> int:
+def scale(handle: LabHandle, gateway: str, replicas: int, namespace: str = "default") -> int:
     """Set the EgressGateway's replicas; returns the previous count."""
     if replicas < 0:
         raise ValueError("replicas must be >= 0")
@@ -254,7 +230,7 @@ def scale(handle: up.LabHandle, gateway: str, replicas: int, namespace: str = "d
     return int(_gateway_edit(handle, gateway, namespace, edit)["spec"].get("replicas", 1))
 
 
-def free_elastic_ips(handle: up.LabHandle, count: int) -> list[IPv4Address]:
+def free_elastic_ips(handle: LabHandle, count: int) -> list[IPv4Address]:
     """`count` addresses of the lab's public range that no NAT gateway, EgressGateway or
     gateway pod holds (the lab's AWS allocates an Elastic IP on first use)."""
     edge = handle.topology().edge
@@ -272,7 +248,7 @@ def free_elastic_ips(handle: up.LabHandle, count: int) -> list[IPv4Address]:
 
 
 def gateway_manifest(
-    handle: up.LabHandle, gateway: str, namespace: str = "default"
+    handle: LabHandle, gateway: str, namespace: str = "default"
 ) -> dict[str, Any]:
     """The EgressGateway as manifest JSON (to put back with `restore_gateway`)."""
     found = with_store(handle, lambda res: res.get(("EgressGateway", namespace, gateway)))
@@ -282,7 +258,7 @@ def gateway_manifest(
 
 
 def add_elastic_ips(
-    handle: up.LabHandle, gateway: str, count: int, namespace: str = "default"
+    handle: LabHandle, gateway: str, count: int, namespace: str = "default"
 ) -> list[IPv4Address]:
     """Give the EgressGateway at least `count` Elastic IPs (AWS labs); its list after."""
     body = gateway_manifest(handle, gateway, namespace)
@@ -300,7 +276,7 @@ def add_elastic_ips(
 
 
 def set_failure_detection(
-    handle: up.LabHandle, gateway: str, detection: dict[str, Any] | None, namespace: str = "default"
+    handle: LabHandle, gateway: str, detection: dict[str, Any] | None, namespace: str = "default"
 ) -> None:
     """Set (None: remove) the EgressGateway's `egressGatewayFailureDetection`."""
 
@@ -313,7 +289,7 @@ def set_failure_detection(
     _gateway_edit(handle, gateway, namespace, edit)
 
 
-def restore_gateway(handle: up.LabHandle, body: dict[str, Any]) -> None:
+def restore_gateway(handle: LabHandle, body: dict[str, Any]) -> None:
     """Put an EgressGateway back as `body` (what an edit returned) says it was."""
 
     def edit(current: dict[str, Any]) -> None:

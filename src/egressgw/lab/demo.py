@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from egressgw.calc.gateways import ELASTIC_IP_ANNOTATION, GATEWAY_ANNOTATION
 from egressgw.lab import procs
+from egressgw.lab.running import LabHandle
 from egressgw.lab.topology import InternetHost, Topology, pod_ns
 from egressgw.lab.topology import Pod as LabPod
-from egressgw.lab.up import LabHandle
 from egressgw.model import Pod, Resource
 from egressgw.store import etcd
 from egressgw.store.codec import resource_store
@@ -72,11 +72,25 @@ class DemoStep:
         }
 
 
+class Step(Protocol):
+    """One checked step of a demo walk (`DemoStep`, `demo_azure.AzureStep`)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=Step)
+
+
 @dataclass(frozen=True)
-class DemoResult:
+class DemoResult(Generic[S]):
+    """A walked demo (AWS or Azure): the lab, the stand-ins it used and every step."""
+
     prefix: str
     stand_ins: tuple[str, ...]
-    steps: tuple[DemoStep, ...]
+    steps: tuple[S, ...]
 
     @property
     def ok(self) -> bool:
@@ -202,7 +216,9 @@ async def _reset(resources: ResourceStore[Resource]) -> None:
     await resources.patch_annotations(NAMESPACE, {}, [POLICY])
 
 
-async def _walk(handle: LabHandle, progress: Callable[[str], None], on_step: OnStep) -> DemoResult:
+async def _walk(
+    handle: LabHandle, progress: Callable[[str], None], on_step: OnStep
+) -> DemoResult[DemoStep]:
     store = await etcd.connect(handle.info.etcd)
     resources = resource_store(store)
     steps: list[DemoStep] = []
@@ -233,6 +249,6 @@ def aws_demo(
     handle: LabHandle,
     progress: Callable[[str], None] = _ignore,
     on_step: OnStep = _ignore,
-) -> DemoResult:
+) -> DemoResult[DemoStep]:
     """Walk the REF-AWS README on the lab `handle` (which runs the `aws` scenario)."""
     return asyncio.run(_walk(handle, progress, on_step))

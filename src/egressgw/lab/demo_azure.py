@@ -35,9 +35,10 @@ from typing import Any
 from egressgw.calc.gateways import GATEWAY_ANNOTATION, ZONE_LABEL
 from egressgw.calc.nodeplan import pod_cidrs
 from egressgw.lab import azure, observe
+from egressgw.lab.demo import DemoResult
 from egressgw.lab.hub import DENY_BODY, DENY_STATUS
+from egressgw.lab.running import LabHandle, with_store
 from egressgw.lab.topology import Topology, pod_ns
-from egressgw.lab.up import LabHandle
 from egressgw.lab.walkthrough import FILTER, POLICY_NAME, TENANT, Walkthrough
 from egressgw.model import BGPFilter, IPPool, Node, Pod, Resource
 from egressgw.model.parsing import to_dict
@@ -86,25 +87,6 @@ class AzureStep:
         }
 
 
-@dataclass(frozen=True)
-class AzureDemoResult:
-    prefix: str
-    stand_ins: tuple[str, ...]
-    steps: tuple[AzureStep, ...]
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.steps) and all(s.ok for s in self.steps)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "lab": self.prefix,
-            "ok": self.ok,
-            "stand_ins": list(self.stand_ins),
-            "steps": [s.as_dict() for s in self.steps],
-        }
-
-
 def _states(sessions: dict[str, dict[str, Any]]) -> dict[str, list[bool]]:
     return {
         k: [v is True or str(v).startswith("Established") for v in s.values()]
@@ -142,7 +124,7 @@ class Walk:
         self.steps: list[AzureStep] = []
 
     def store(self, work: Callable[[ResourceStore[Resource]], Any]) -> Any:
-        return observe.with_store(self.handle, work)
+        return with_store(self.handle, work)
 
     def record(
         self,
@@ -353,14 +335,14 @@ class Walk:
 
     # --- the whole walkthrough ---
 
-    def run(self) -> AzureDemoResult:
+    def run(self) -> DemoResult[AzureStep]:
         w = self.walkthrough
         self.store(w.reset)
         try:
             self.walk(w)
         finally:
             self.store(w.reset)
-        return AzureDemoResult(self.handle.prefix, self.handle.info.stand_ins, tuple(self.steps))
+        return DemoResult(self.handle.prefix, self.handle.info.stand_ins, tuple(self.steps))
 
     def walk(self, w: Walkthrough) -> None:
         self.bgp_step()
@@ -391,6 +373,6 @@ def azure_demo(
     handle: LabHandle,
     progress: Progress = _ignore,
     on_step: Callable[[AzureStep], None] = _ignore,
-) -> AzureDemoResult:
+) -> DemoResult[AzureStep]:
     """Walk the REF-AZ README on the lab `handle` (which runs the `azure` scenario)."""
     return Walk(handle, progress, on_step).run()

@@ -28,9 +28,9 @@ from typing import Any, Literal
 from egressgw.lab import chaos, procs
 from egressgw.lab.chaos import Replica
 from egressgw.lab.demo import CLIENT, CLIENT_NAME, CLIENT_NAMESPACE, SELECTOR
+from egressgw.lab.running import LabHandle, with_store
 from egressgw.lab.topology import node_ns, pod_ns
 from egressgw.lab.traffic import Attempt, Flow, Traffic, TrafficRecord, TrafficSettings, sample
-from egressgw.lab.up import LabHandle
 
 Fault = Literal["kill", "partition"]
 Progress = Callable[[str], None]
@@ -111,10 +111,10 @@ class NexthopMonitor:
 def steer(handle: LabHandle, gateway: str | None) -> None:
     """Point netshoot at `gateway` by its selector annotation (None: remove it)."""
     if gateway is None:
-        chaos.with_store(handle, lambda res: res.patch_annotations(CLIENT, {}, [SELECTOR]))
+        with_store(handle, lambda res: res.patch_annotations(CLIENT, {}, [SELECTOR]))
     else:
         value = {SELECTOR: f"egress-gateway == '{gateway}'"}
-        chaos.with_store(handle, lambda res: res.patch_annotations(CLIENT, value))
+        with_store(handle, lambda res: res.patch_annotations(CLIENT, value))
 
 
 def client_ns(handle: LabHandle) -> str:

@@ -30,24 +30,14 @@ import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from egressgw.calc.gateways import ELASTIC_IP_ANNOTATION, GATEWAY_ANNOTATION
-from egressgw.lab import netns, procs, state, up
-from egressgw.lab.topology import (
-    AwsEdge,
-    GatewayPod,
-    Node,
-    Pod,
-    Topology,
-    TopologyError,
-    pod_ns,
-    with_elastic_ip,
-    with_pod,
-    without_pod,
-)
+from egressgw.lab import netns, procs, registry, state
+from egressgw.lab.addressplan import free_address
+from egressgw.lab.topology import AwsEdge, GatewayPod, Node, Pod, Topology, TopologyError, pod_ns
+from egressgw.lab.topology_edits import with_allocated, with_elastic_ip, with_pod, without_pod
 from egressgw.model import Pod as PodResource
 from egressgw.model import Resource
 from egressgw.store import etcd
@@ -106,10 +96,6 @@ def wanted(pods: Iterable[PodResource], topology: Topology) -> dict[PodKey, Pod]
     return found
 
 
-def _free_ip(cidr: IPv4Network, used: set[IPv4Address]) -> IPv4Address | None:
-    return next((ip for ip in cidr.hosts() if ip not in used), None)
-
-
 def _node_for(
     pod: PodResource, nodes: Mapping[str, Node], counts: Counter[str | None]
 ) -> str | None:
@@ -137,7 +123,7 @@ def schedule(
         if is_gateway(p) or p.spec.host_network or (p.ip is not None and p.spec.node_name):
             continue
         node = _node_for(p, nodes, counts)
-        ip = p.ip if p.ip is not None or node is None else _free_ip(nodes[node].pod_cidr, used)
+        ip = p.ip if p.ip is not None or node is None else free_address(nodes[node].pod_cidr, used)
         if node is None or ip is None:
             continue
         if not p.spec.node_name:
@@ -157,14 +143,6 @@ def _bound(pod: Resource, node: str, ip: IPv4Address) -> Resource:
     return pod.model_copy(update={"spec": spec, "status": status})
 
 
-def with_allocated(topology: Topology, eip: IPv4Address | None) -> Topology:
-    """`topology` whose cloud has allocated `eip` (the lab's AWS allocates on demand)."""
-    edge = topology.edge
-    if eip is None or not isinstance(edge, AwsEdge) or eip in edge.elastic_ips:
-        return topology
-    return replace(topology, edge=replace(edge, elastic_ips=(*edge.elastic_ips, eip)))
-
-
 # --- the daemon -----------------------------------------------------------------------------
 
 
@@ -173,7 +151,7 @@ class Kubelet:
 
     def __init__(
         self,
-        info: up.LabInfo,
+        info: registry.LabInfo,
         root: Path,
         topology: Topology,
         resources: ResourceStore[Resource],
@@ -281,7 +259,7 @@ class Kubelet:
         if record is not None and procs.alive(record):
             return
         self._sup.stop(name)  # reap a dead one before starting again
-        plan = up.plan_file(self.info.prefix, pod, self.root)
+        plan = registry.plan_file(self.info.prefix, pod, self.root)
         argv = [
             *self.info.gateway_argv,
             *("--netns", pod_ns(self.info.prefix, pod), "--pod", f"{pod.namespace}/{pod.name}"),
@@ -312,11 +290,11 @@ def _process(pod: Pod) -> str:
 async def serve(prefix: str, root: Path | None = None) -> None:
     """Run the kubelet of lab `prefix` until cancelled; then stop the gateways it started."""
     root = state.root_dir(root)
-    info = up.load_info(prefix, root)
+    info = registry.load_info(prefix, root)
     topology = state.load_topology(prefix, root)
     if topology is None:
         raise TopologyError(f"lab {prefix} has no topology")
-    sup_root = up.kubelet_root(prefix, root)
+    sup_root = registry.kubelet_root(prefix, root)
     # Gateways a previous kubelet of this lab left running: start afresh.
     procs.kill_recorded(state.load_processes(prefix, sup_root))
     store = await etcd.connect(info.etcd)

@@ -7,7 +7,7 @@ firewall saw, what each route server learned, and the store edits the walkthroug
   denied (source, destination, port), from its nftables sets;
 - `expected_paths`: the paths a route server should hold when the nodes advertise given
   prefixes (each node sends each prefix, the originating node stays the next hop);
-- `with_store`, `move_gateway`: edits of the lab's store.
+- `move_gateway`: a gateway pod rescheduled, as an edit of the lab's store.
 
 Observations are read from the kernel and from the processes that answer, never from
 egressgw's own state.
@@ -15,23 +15,17 @@ egressgw's own state.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, TypeVar
+from typing import Any
 
 from egressgw.lab import procs
 from egressgw.lab.rulesets import TABLE
+from egressgw.lab.running import LabHandle, edited, with_store
 from egressgw.lab.topology import edge_ns
-from egressgw.lab.up import LabHandle
-from egressgw.model import Pod, Resource
-from egressgw.model.parsing import from_dict, to_dict
-from egressgw.store import etcd
-from egressgw.store.codec import resource_store
-from egressgw.store.resources import ResourceStore
+from egressgw.model import Pod
 
-T = TypeVar("T")
 Path_ = tuple[IPv4Network, IPv4Address, IPv4Address, tuple[int, ...]]  # prefix, hop, peer, AS path
 SEEN = ("seen_allowed", "seen_denied")
 
@@ -103,30 +97,6 @@ def expected_paths(
 
 
 # --- the store ------------------------------------------------------------------------------
-
-
-def with_store(handle: LabHandle, work: Callable[[ResourceStore[Resource]], Awaitable[T]]) -> T:
-    """Run `work` against the lab's store (its own event loop and connection)."""
-
-    async def run() -> T:
-        store = await etcd.connect(handle.info.etcd)
-        try:
-            return await work(resource_store(store))
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def edited(change: Callable[[dict[str, Any]], None]) -> Callable[[Resource], Resource]:
-    """A resource update that edits its manifest form."""
-
-    def apply(res: Resource) -> Resource:
-        body = to_dict(res)
-        change(body)
-        return from_dict(body, source="<lab>")
-
-    return apply
 
 
 def move_gateway(handle: LabHandle, namespace: str, name: str, node: str) -> Pod:

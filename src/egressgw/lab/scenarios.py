@@ -20,18 +20,9 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from egressgw.calc.gateways import ZONE_LABEL
-from egressgw.lab.hub import HubLayout, azure_edge
-from egressgw.lab.topology import (
-    AwsEdge,
-    Edge,
-    InternetHost,
-    NatGateway,
-    Node,
-    Topology,
-    TopologyError,
-    Zone,
-    default_internet_hosts,
-)
+from egressgw.lab.addressplan import default_internet_hosts, nat_gateways
+from egressgw.lab.hub import PUBLIC_CIDR, HubLayout, azure_edge
+from egressgw.lab.topology import AwsEdge, Edge, InternetHost, Node, Topology, TopologyError, Zone
 from egressgw.model import EgressGateway, EgressGatewayPolicy, Resource
 from egressgw.model import Node as NodeResource
 from egressgw.model.parsing import from_dict, to_dict
@@ -40,7 +31,6 @@ from egressgw.model.policy import destination_network
 Transport = Literal["native", "vxlan"]
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-PUBLIC_CIDR = IPv4Network("198.51.100.0/24")
 
 
 @dataclass(frozen=True)
@@ -220,10 +210,11 @@ def _edge(scenario: Scenario, resources: Sequence[Resource], zones: Sequence[Zon
     if scenario.hub is not None:
         hosts = {h.name: h.address for h in scenario.internet_hosts}
         return azure_edge(scenario.hub, resources, hosts)
-    nats = tuple(
-        NatGateway(z.name, PUBLIC_CIDR.network_address + 1 + k) for k, z in enumerate(zones)
+    return AwsEdge(
+        nat_gateways=nat_gateways(zones),
+        elastic_ips=elastic_ips(resources),
+        public_cidr=PUBLIC_CIDR,
     )
-    return AwsEdge(nat_gateways=nats, elastic_ips=elastic_ips(resources), public_cidr=PUBLIC_CIDR)
 
 
 def initial_resources(scenario: Scenario, resources: Iterable[Resource]) -> list[Resource]:

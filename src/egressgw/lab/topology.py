@@ -1,9 +1,9 @@
 """What a lab is made of: zones, nodes, pods, gateway pods, the cloud edge and the internet.
 
-Pure frozen values and pure functions over them: no I/O, no clock, no randomness, so a
-topology can be computed, validated, compared and printed anywhere. `netns.build` turns one
-into network namespaces; the controller edits one (`with_pod`, `without_pod`) as it places
-gateway pods. Validation lives in `Topology.__post_init__`, so an invalid lab cannot exist.
+Pure frozen values, their queries, namespace names and printout: no I/O, no clock, no
+randomness. Validation lives in `Topology.__post_init__`, so an invalid lab cannot exist.
+Must not lay a topology out (address plans: `lab.addressplan`) or change one as pods come
+and go (`lab.topology_edits`); `netns.build` turns one into network namespaces.
 
 Naming (see `namespaces`): `<prefix>-vpc`, `<prefix>-edge`, `<prefix>-internet`,
 `<prefix>-node-<node>`, `<prefix>-pod-<namespace>-<name>`, `<prefix>-gw-<namespace>-<name>`,
@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
@@ -354,91 +354,6 @@ def _check_edge(t: Topology) -> Iterator[str]:
     for eip in eips:
         if eip not in t.edge.elastic_ips:
             yield f"Elastic IP {eip} is not allocated"
-
-
-# --- editing ----------------------------------------------------------------------------
-
-
-def with_pod(t: Topology, pod: Pod) -> Topology:
-    """`t` plus `pod` (a `GatewayPod` goes to `gateways`), replacing any workload of the
-    same namespace/name, which is how a gateway moves to another node."""
-    rest = without_pod(t, pod.namespace, pod.name)
-    if isinstance(pod, GatewayPod):
-        return replace(rest, gateways=(*rest.gateways, pod))
-    return replace(rest, pods=(*rest.pods, pod))
-
-
-def without_pod(t: Topology, namespace: str, name: str) -> Topology:
-    """`t` without that pod or gateway pod; unchanged if there is none."""
-    keep = lambda p: (p.namespace, p.name) != (namespace, name)  # noqa: E731
-    return replace(t, pods=tuple(filter(keep, t.pods)), gateways=tuple(filter(keep, t.gateways)))
-
-
-def with_elastic_ip(t: Topology, namespace: str, name: str, eip: IPv4Address | None) -> Topology:
-    """`t` with the gateway's Elastic IP association set (None disassociates)."""
-    gw = next(g for g in t.gateways if (g.namespace, g.name) == (namespace, name))
-    return with_pod(t, replace(gw, elastic_ip=eip))
-
-
-def next_pod_ip(t: Topology, node: str) -> IPv4Address:
-    """The lowest free address of the node's pod CIDR (the lab's stand-in for Calico IPAM)."""
-    used = {p.ip for p in t.pods}
-    free = (ip for ip in t.node(node).pod_cidr.hosts() if ip not in used)
-    found = next(free, None)
-    if found is None:
-        raise TopologyError(f"node {node} has no free pod address")
-    return found
-
-
-def new_pod(t: Topology, namespace: str, name: str, node: str) -> Pod:
-    return Pod(namespace=namespace, name=name, node=node, ip=next_pod_ip(t, node))
-
-
-# --- the AWS reference scenario ---------------------------------------------------------
-
-
-def default_internet_hosts() -> tuple[InternetHost, ...]:
-    return (
-        InternetHost("google-dns", IPv4Address("203.0.113.8"), IPv4Address("8.8.8.8")),
-        InternetHost("level3", IPv4Address("203.0.113.4"), IPv4Address("4.2.2.2")),
-        InternetHost("ifconfig.me", IPv4Address("203.0.113.100"), IPv4Address("34.160.111.145")),
-    )
-
-
-def aws_topology(
-    prefix: str, zones: int = 2, nodes_per_zone: int = 2, elastic_ips: int = 6
-) -> Topology:
-    """The REF-AWS layout: VPC 10.0.0.0/16 + secondary 10.99.0.0/16, private node subnets
-    cidrsubnet(10.0.0.0/16, 4, k+10), gateway subnets cidrsubnet(10.99.0.0/16, 4, k), a NAT
-    gateway per zone (198.51.100.1, .2, ...), EIPs from 198.51.100.11, pod pool 10.244.0.0/16
-    with a /24 per node. Zones are us-east-1a, -1b, ...; nodes node-a1, node-a2, node-b1, ..."""
-    node_subnets = list(IPv4Network("10.0.0.0/16").subnets(new_prefix=20))[10:]
-    gw_subnets = list(IPv4Network("10.99.0.0/16").subnets(new_prefix=20))
-    pool = IPv4Network("10.244.0.0/16")
-    blocks = pool.subnets(new_prefix=24)
-    zs, nodes = [], []
-    for k in range(zones):
-        letter = "abcdef"[k]
-        zs.append(Zone(f"us-east-1{letter}", node_subnets[k], (gw_subnets[k],)))
-        for i in range(nodes_per_zone):
-            ip = node_subnets[k].network_address + 10 + i
-            nodes.append(Node(f"node-{letter}{i + 1}", zs[-1].name, ip, next(blocks)))
-    public = IPv4Network("198.51.100.0/24")
-    edge = AwsEdge(
-        nat_gateways=tuple(
-            NatGateway(z.name, public.network_address + 1 + k) for k, z in enumerate(zs)
-        ),
-        elastic_ips=tuple(public.network_address + 11 + i for i in range(elastic_ips)),
-    )
-    return Topology(
-        prefix=prefix,
-        vpc_cidrs=(IPv4Network("10.0.0.0/16"), IPv4Network("10.99.0.0/16")),
-        pod_pool=pool,
-        zones=tuple(zs),
-        edge=edge,
-        nodes=tuple(nodes),
-        internet_hosts=default_internet_hosts(),
-    )
 
 
 # --- printing ---------------------------------------------------------------------------

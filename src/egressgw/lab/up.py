@@ -1,4 +1,4 @@
-"""Bringing a whole lab up and down, and finding the labs that run.
+"""Bringing a whole lab up: `up` and the processes it starts.
 
 `up` builds a scenario's namespaces, starts etcd (127.0.0.1 only, data under the lab's
 state directory), the internet's echo service, the lab kubelet, the controller and one agent
@@ -6,52 +6,51 @@ per node, writes the scenario's objects to the store in one transaction, and wai
 every gateway pod answers its readiness probe. An Azure scenario (one with a hub) also gets
 its route servers, firewall and fabric routing (`azure.start_hub`) before the objects are
 written, agents that run BIRD (`--bgp-dir`), the state before the walkthrough's patches
-(`scenarios.initial_resources`), and `up` waits for every route server's sessions too. The processes outlive the caller (each runs
-in its own session); `down` stops them and removes every namespace and file of the lab.
-
-Each lab has a directory `<root>/<prefix>/` (see `state`), which is also the registry:
-`lab.json` there (`LabInfo`) says how to reach the lab's store and what it runs, so `lab
-down`, `status`, `apply` or the kubelet find it from the prefix alone, or with no prefix
-when only one lab exists.
+(`scenarios.initial_resources`), and `up` waits for every route server's sessions too. The
+processes outlive the caller (each runs in its own session); `running.down` stops them and
+removes every namespace and file of the lab. `up` records the lab first (`registry`), so
+`lab down` finds even a half-built one.
 
 Must not: leave anything behind when `up` fails or is interrupted (`procs.guarded`); bind
-anything outside 127.0.0.1 in the host namespace; touch a lab it was not asked about.
+anything outside 127.0.0.1 in the host namespace; take down, inspect or find a running lab
+(`running`, `status`, `registry` do).
 """
 
 from __future__ import annotations
 
 import asyncio
 import pickle
-import secrets
-import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import TypeAdapter
-
 from egressgw import manifests
-from egressgw.calc.gateways import GATEWAY_ANNOTATION, HEALTH_PORT
+from egressgw.calc.gateways import GATEWAY_ANNOTATION
 from egressgw.lab import azure, netns, procs, scenarios, state
+from egressgw.lab.registry import (
+    LabInfo,
+    failed_logs,
+    gateway_dir,
+    keep_logs,
+    new_prefix,
+    save_info,
+)
+from egressgw.lab.running import LabHandle, down
 from egressgw.lab.scenarios import Scenario, Transport
-from egressgw.lab.topology import GatewayPod, Topology, internet_ns, node_ns, pod_ns, rs_ns
+from egressgw.lab.status import probe
+from egressgw.lab.topology import Topology, internet_ns, node_ns
 from egressgw.model import EgressGateway, Pod, Resource
-from egressgw.store import MAX_TXN_OPS, StoreError, etcd
+from egressgw.store import MAX_TXN_OPS, etcd
 from egressgw.store.codec import resource_store
 from egressgw.store.etcdproc import ETCD_BINARY, HOST, free_port
 
-LAB_FILE = "lab.json"
 T = TypeVar("T")
 READY_TIMEOUT = 30.0
 ETCD_READY = "ready to serve client requests"
 Progress = Callable[[str], None]
-#: No proxy from the environment: lab addresses are reached directly, inside the lab.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _quiet(_message: str) -> None:
@@ -66,116 +65,6 @@ class Commands:
     agent: tuple[str, ...] = tuple(procs.python_argv("egressgw", "agent"))
     gateway: tuple[str, ...] = tuple(procs.python_argv("egressgw", "gateway"))
     kubelet: tuple[str, ...] = tuple(procs.python_argv("egressgw.lab.kubelet"))
-
-
-@dataclass(frozen=True)
-class LabInfo:
-    """What a running lab is, as `lab.json` records it."""
-
-    prefix: str
-    scenario: str
-    transport: Transport
-    etcd: str  # "127.0.0.1:PORT"
-    gateway_argv: tuple[str, ...]
-    stand_ins: tuple[str, ...] = ()  # "8.8.8.8 is played by 203.0.113.8 (google-dns)"
-    rewrites: tuple[str, ...] = ()  # the policy destinations rewritten to stand-ins
-
-
-@dataclass(frozen=True)
-class LabHandle:
-    info: LabInfo
-    root: Path
-    supervisor: procs.Supervisor | None = field(default=None, compare=False)
-
-    @property
-    def prefix(self) -> str:
-        return self.info.prefix
-
-    @property
-    def scenario(self) -> Scenario:
-        return scenarios.get(self.info.scenario)
-
-    def topology(self) -> Topology:
-        """The lab as the kubelet last saved it (nodes, pods, gateway pods)."""
-        found = state.load_topology(self.prefix, self.root)
-        if found is None:
-            raise FileNotFoundError(f"lab {self.prefix} has no topology")
-        return found
-
-    def down(self) -> None:
-        down(self.prefix, self.root, self.supervisor)
-
-
-# --- the registry ---------------------------------------------------------------------------
-
-_info_json = TypeAdapter(LabInfo)
-
-
-def save_info(info: LabInfo, root: Path | None = None) -> None:
-    path = state.lab_dir(info.prefix, root) / LAB_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(_info_json.dump_json(info, indent=1))
-
-
-def load_info(prefix: str, root: Path | None = None) -> LabInfo:
-    path = state.lab_dir(prefix, root) / LAB_FILE
-    if not path.exists():
-        raise LookupError(f"no lab {prefix} (no {path})")
-    return _info_json.validate_json(path.read_bytes())
-
-
-def labs(root: Path | None = None) -> list[str]:
-    """Prefixes of the labs that have been brought up and not yet taken down."""
-    return [p for p in state.labs(root) if (state.lab_dir(p, root) / LAB_FILE).exists()]
-
-
-def resolve(prefix: str | None, root: Path | None = None) -> str:
-    """`prefix`, or the only lab there is (LookupError if none or several)."""
-    if prefix is not None:
-        return prefix
-    found = labs(root)
-    if len(found) != 1:
-        which = ", ".join(found) if found else "none is running"
-        raise LookupError(f"name the lab with --prefix: {which}")
-    return found[0]
-
-
-def attach(prefix: str | None = None, root: Path | None = None) -> LabHandle:
-    """A handle on a lab another process brought up."""
-    root = state.root_dir(root)
-    return LabHandle(load_info(resolve(prefix, root), root), root)
-
-
-def new_prefix() -> str:
-    return f"egl{secrets.token_hex(3)[:5]}"
-
-
-def gateway_dir(prefix: str, node: str, root: Path | None = None) -> Path:
-    """Where the node's agent writes the plans of the gateway pods on that node."""
-    return state.lab_dir(prefix, root) / "nodes" / node / "gateways"
-
-
-def plan_file(prefix: str, pod: GatewayPod, root: Path | None = None) -> Path:
-    return gateway_dir(prefix, pod.node, root) / f"{pod.namespace}.{pod.name}.json"
-
-
-def failed_logs(prefix: str, root: Path | None = None) -> Path:
-    """Where the logs of a lab that failed to come up are kept (its state dir is removed)."""
-    return state.root_dir(root) / f"{prefix}.failed"
-
-
-def keep_logs(prefix: str, root: Path | None = None) -> None:
-    """Copy every log of the lab (the kubelet's gateways' too) to `failed_logs`."""
-    target = failed_logs(prefix, root)
-    for logs in state.log_dir(prefix, root), state.log_dir(prefix, kubelet_root(prefix, root)):
-        if logs.is_dir():
-            shutil.copytree(logs, target, dirs_exist_ok=True)
-
-
-def kubelet_root(prefix: str, root: Path | None = None) -> Path:
-    """The state root of the kubelet's own Supervisor (the gateway processes), so its
-    `processes.json` does not overwrite the one `up` keeps."""
-    return state.lab_dir(prefix, root) / "kubelet"
 
 
 # --- up -------------------------------------------------------------------------------------
@@ -341,18 +230,7 @@ def _start_daemons(
 # --- readiness ------------------------------------------------------------------------------
 
 
-def probe(prefix: str, pod: GatewayPod, port: int = HEALTH_PORT, timeout: float = 0.5) -> bool:
-    """Does the gateway answer GET /readiness with 200, asked from inside its namespace?"""
-
-    def ask() -> bool:
-        url = f"http://{pod.ip}:{port}/readiness"
-        with _DIRECT.open(url, timeout=timeout) as reply:
-            return bool(reply.status == 200)
-
-    try:
-        return procs.in_netns(pod_ns(prefix, pod), ask)
-    except OSError:
-        return False
+# --- readiness ------------------------------------------------------------------------------
 
 
 def _dead(sup: procs.Supervisor) -> str | None:
@@ -402,109 +280,3 @@ async def _wait_ready(handle: LabHandle, gateways: int, progress: Progress, time
             await asyncio.sleep(0.1)
     finally:
         await store.close()
-
-
-# --- down -----------------------------------------------------------------------------------
-
-
-def down(
-    prefix: str | None = None,
-    root: Path | None = None,
-    supervisor: procs.Supervisor | None = None,
-) -> str:
-    """Stop the lab's processes (the kubelet's gateways too), delete its namespaces and its
-    state directory; returns the prefix. Idempotent. `supervisor`: the one `up` returned in
-    this process, so its children are reaped too."""
-    prefix = resolve(prefix, root)
-    if supervisor is not None:
-        supervisor.stop_all()
-    # SIGTERM lets the kubelet stop its gateways; the kill below catches any it left.
-    procs.kill_recorded(state.load_processes(prefix, root))
-    procs.kill_recorded(state.load_processes(prefix, kubelet_root(prefix, root)))
-    netns.teardown(prefix, root)
-    state.discard(prefix, root)
-    return prefix
-
-
-# --- status ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GatewayStatus:
-    gateway: str
-    namespace: str
-    name: str
-    node: str
-    ip: IPv4Address
-    public_ip: IPv4Address | None
-    ready: bool
-
-
-@dataclass(frozen=True)
-class LabStatus:
-    info: LabInfo
-    topology: Topology
-    gateways: tuple[GatewayStatus, ...]
-    processes: tuple[tuple[str, bool], ...]  # (name, alive)
-
-
-async def _gateway_names(endpoint: str) -> dict[tuple[str, str], str]:
-    store = await etcd.connect(endpoint, timeout=2.0)
-    try:
-        pods, _ = await resource_store(store).list_all("Pod")
-    finally:
-        await store.close()
-    return {
-        (p.metadata.namespace or "", p.metadata.name): p.metadata.annotations[GATEWAY_ANNOTATION]
-        for p in pods
-        if GATEWAY_ANNOTATION in p.metadata.annotations
-    }
-
-
-def status(handle: LabHandle) -> LabStatus:
-    """The lab now: its topology, gateway pods (from the store: which gateway) and processes."""
-    topology = handle.topology()
-    try:
-        names = asyncio.run(_gateway_names(handle.info.etcd))
-    except StoreError:  # etcd is down: show the lab anyway, without gateway names
-        names = {}
-    gateways = tuple(
-        GatewayStatus(
-            names.get((g.namespace, g.name), ""),
-            g.namespace,
-            g.name,
-            g.node,
-            g.ip,
-            g.elastic_ip or topology.nat_address(topology.node(g.node).zone),
-            probe(handle.prefix, g),
-        )
-        for g in topology.gateways
-    )
-    records = [
-        *state.load_processes(handle.prefix, handle.root),
-        *state.load_processes(handle.prefix, kubelet_root(handle.prefix, handle.root)),
-    ]
-    return LabStatus(
-        handle.info, topology, gateways, tuple((r.name, procs.alive(r)) for r in records)
-    )
-
-
-def netns_for(topology: Topology, name: str) -> str:
-    """The namespace `lab exec NAME` means: a pod (NAMESPACE/NAME, or NAME in default), an
-    internet host's name, a node's name, a route server's name, or vpc / edge (firewall) /
-    internet."""
-    namespace, _, pod = name.rpartition("/")
-    found = topology.find(namespace or "default", pod)
-    if found is not None:
-        return pod_ns(topology.prefix, found)
-    if rs := next((r for r in topology.route_servers() if r.name == name), None):
-        return rs_ns(topology.prefix, rs)
-    if name == "firewall" and topology.route_servers():
-        name = "edge"
-    if any(h.name == name for h in topology.internet_hosts) or name == "internet":
-        return internet_ns(topology.prefix)
-    if any(n.name == name for n in topology.nodes):
-        return node_ns(topology.prefix, name)
-    if name in ("vpc", "edge"):
-        return f"{topology.prefix}-{name}"
-    raise LookupError(f"lab {topology.prefix} has no pod, node or internet host {name!r}")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from egressgw import manifests
-from egressgw.lab import observe, scenarios
-from egressgw.lab.up import LabHandle
+from egressgw.lab import scenarios
+from egressgw.lab.running import LabHandle, edited
 from egressgw.model import Resource
 from egressgw.store.resources import ResourceStore
 
@@ -61,7 +61,7 @@ class Walkthrough:
     async def attach_filter(self, res: ResourceStore[Resource]) -> None:
         """filters: [export-egress-ips] on both route-server peers."""
         for peer in RS_PEERS:
-            await res.update(("BGPPeer", None, peer), observe.edited(_with_filter))
+            await res.update(("BGPPeer", None, peer), edited(_with_filter))
 
     async def enable_egress(self, res: ResourceStore[Resource]) -> None:
         """The README's FelixConfiguration patch and namespace annotation."""

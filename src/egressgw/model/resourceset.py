@@ -30,6 +30,11 @@ R = TypeVar("R", bound=Resource)
 GLOBAL_NAME = "default"  # the cluster-wide FelixConfiguration / BGPConfiguration
 
 
+def _sort_key(res: Resource) -> tuple[str, str, str]:
+    """`res.key.sort_key()`, without building the ResourceKey (10,000s per reconcile)."""
+    return (res.kind, res.metadata.namespace or "", res.metadata.name)
+
+
 def _order(res: Resource) -> tuple[tuple[str, str, str], str, int]:
     origin = res.origin
     where = ("", 0) if origin is None else (origin.source, origin.line or 0)
@@ -56,7 +61,7 @@ class ResourceSet:
     def trusted(cls, resources: Iterable[Resource]) -> ResourceSet:
         """A set of resources already checked when they were written (a store's contents):
         sorted by key, not checked again. For processes that follow a store."""
-        return cls(tuple(sorted(resources, key=lambda r: r.key.sort_key())))
+        return cls(tuple(sorted(resources, key=_sort_key)))
 
     def get(self, key: ResourceKey) -> Resource | None:
         return self._by_key.get(key)
@@ -73,11 +78,22 @@ class ResourceSet:
     def _by_key(self) -> Mapping[ResourceKey, Resource]:
         return MappingProxyType({r.key: r for r in self.all})
 
+    @cached_property
+    def _by_class(self) -> Mapping[type[Resource], tuple[Resource, ...]]:
+        """The objects of each class, sorted by key: one pass instead of one per kind."""
+        found: dict[type[Resource], list[Resource]] = defaultdict(list)
+        for res in self.all:
+            found[type(res)].append(res)
+        return {kind: tuple(objs) for kind, objs in found.items()}
+
     def _named(self, kind: type[R]) -> Mapping[str, R]:
-        return MappingProxyType({r.metadata.name: r for r in self.all if isinstance(r, kind)})
+        return MappingProxyType({r.metadata.name: r for r in self._listed(kind)})
 
     def _listed(self, kind: type[R]) -> tuple[R, ...]:
-        return tuple(r for r in self.all if isinstance(r, kind))
+        groups = [objs for cls, objs in self._by_class.items() if issubclass(cls, kind)]
+        if len(groups) > 1:  # subclasses of `kind`: merged in key order
+            return tuple(r for r in self.all if isinstance(r, kind))
+        return groups[0] if groups else ()  # type: ignore[return-value]  # all are `kind`s
 
     # Kinds other objects name (a policy annotation, a pod's namespace, a peer's filters)
     # come as name -> object mappings; every other kind as a tuple sorted by key.

@@ -31,6 +31,13 @@ from egressgw.plan.bgp import (
 
 INDENT = "  "
 
+# Graceful restart (RFC 4724). Peers keep a restarting node's routes (stale) for the restart
+# time it announces; a BIRD restarted with -R withholds its routes until every peer that
+# is up has sent End-of-RIB, for at most the wait. A peer that stays down would otherwise
+# hold the routes back for BIRD's default 240 s, past the 120 s the others keep them.
+GR_RESTART_TIME = 120
+GR_RECOVERY_WAIT = 30
+
 # Calico's logSeverityScreen -> BIRD log classes.
 _LOG_CLASSES = {
     "Debug": "all",
@@ -149,6 +156,9 @@ def _globals(plan: NodeBgpPlan) -> str:
         "# Millisecond timestamps: `show protocols` then tells a kept session from a reset one.",
         "timeformat protocol iso long ms;",
         "timeformat route iso long ms;",
+        "# A restarted BIRD (-R) waits at most this for its peers' routes before sending its",
+        f"# own; well inside the {GR_RESTART_TIME} s its peers keep them.",
+        f"graceful restart wait {GR_RECOVERY_WAIT};",
     ]
     return "\n".join(lines) + "\n"
 
@@ -346,6 +356,7 @@ def _session_options(plan: NodeBgpPlan, peer: Peer) -> list[str]:
     options += _reflection_options(plan.route_reflector_cluster_id, peer)
     options += [
         "graceful restart on;",
+        f"graceful restart time {GR_RESTART_TIME};",
         "connect delay time 1;",
         "connect retry time 5;",
         "error wait time 5, 30;",

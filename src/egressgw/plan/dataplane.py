@@ -103,9 +103,12 @@ class Classification:
     element: tuple[str, str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not 0 < len(self.iifname.encode()) < IFNAMSIZ:
+        name = self.iifname
+        # len(name) bounds the UTF-8 length from below; encode only names that are not ASCII
+        if not 0 < len(name) < IFNAMSIZ or not (name.isascii() or len(name.encode()) < IFNAMSIZ):
             raise ValueError(f"bad interface name {self.iifname!r}")
-        object.__setattr__(self, "element", (self.iifname, str(self.source), self.slot))
+        b = self.source.packed  # str(IPv4Address) spelled directly, at half the cost
+        object.__setattr__(self, "element", (name, f"{b[0]}.{b[1]}.{b[2]}.{b[3]}", self.slot))
 
     @classmethod
     def from_element(cls, element: tuple[str, str, int]) -> Classification:

@@ -4,7 +4,8 @@ Objects are judged offline as the API server would (tests/unit/kube/apicheck.py:
 structural schema with strict field validation, CEL rules via cel-python). Every file in
 tests/testdata/invalid must be classified below: refused by the CRD (at the field its header
 names, or an ancestor of it), refused by the API server's own machinery, or caught only by
-egressgw's own validation, with the reason.
+egressgw's own validation, with the reason: refused or warned by the admission webhook, or
+caught by `egressgw validate` alone.
 """
 
 from __future__ import annotations
@@ -33,19 +34,34 @@ API_SERVER = {
     "duplicate-key": "kubectl refuses duplicate YAML keys; the server's strict decoding too",
     "yaml-syntax-error": "kubectl cannot parse it",
 }
-OURS_ONLY = {
-    "bgppeer-unknown-filter": "refers to another object (a CRD rule sees one object)",
-    "duplicate-object": "two objects in one file; the API server would apply both in turn",
-    "egw-native-ip-without-aws-subnet": "refers to the IPPool (the controller reports Degraded)",
-    "egw-pool-cidr-mismatch": "refers to the IPPool (the controller reports Degraded)",
-    "egw-pool-cidr-not-found": "refers to the IPPool (the controller reports Degraded)",
-    "egw-pool-not-found": "refers to the IPPool (the controller reports Degraded)",
-    "ippool-overlap": "compares two pools",
-    "ippool-bad-selector": "the Calico selector grammar needs a parser, not a regex or CEL",
-    "policy-bad-selector": "the Calico selector grammar needs a parser, not a regex or CEL",
-    "cluster-scoped-with-namespace": "the API server silently drops metadata.namespace of a"
-    " cluster-scoped object",
+WEBHOOK_REFUSES = {
+    "ippool-bad-selector": "the Calico selector grammar needs a parser, not a regex or CEL:"
+    " the admission webhook refuses it",
+    "policy-bad-selector": "the Calico selector grammar needs a parser, not a regex or CEL:"
+    " the admission webhook refuses it",
+    "ippool-overlap": "compares two pools: the admission webhook refuses the second, as"
+    " Calico's API server does",
 }
+WEBHOOK_WARNS = {
+    "bgppeer-unknown-filter": "refers to another object (the webhook warns: kubectl apply may"
+    " create the peer before its filter)",
+    "egw-native-ip-without-aws-subnet": "refers to the IPPool (the webhook warns, the"
+    " controller reports Degraded)",
+    "egw-pool-cidr-mismatch": "refers to the IPPool (the webhook warns, the controller"
+    " reports Degraded)",
+    "egw-pool-cidr-not-found": "refers to the IPPool (the webhook warns, the controller"
+    " reports Degraded)",
+    "egw-pool-not-found": "refers to the IPPool (the webhook warns, the controller reports"
+    " Degraded)",
+}
+VALIDATE_ONLY = {
+    "duplicate-object": "two objects in one file; the API server would apply both in turn",
+    "cluster-scoped-with-namespace": "the API server silently drops metadata.namespace of a"
+    " cluster-scoped object before any webhook sees it",
+}
+OURS_ONLY = WEBHOOK_REFUSES | WEBHOOK_WARNS | VALIDATE_ONLY
+"""Caught by egressgw's own validation only: `egressgw validate` catches all of them; on a
+cluster the admission webhook (tests/unit/kube/test_webhook.py) refuses or warns."""
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -92,6 +108,8 @@ def test_beside_calico_moves_only_our_crds_out_of_calicos_way() -> None:
 def test_every_invalid_file_is_classified() -> None:
     stems = {p.stem for p in INVALID.glob("*.yaml")}
     assert set(API_SERVER) | set(OURS_ONLY) <= stems
+    groups = [API_SERVER, WEBHOOK_REFUSES, WEBHOOK_WARNS, VALIDATE_ONLY]
+    assert sum(map(len, groups)) == len(set().union(*groups)), "a file in two classes"
     assert len(SCHEMA_CASES) >= 30
 
 

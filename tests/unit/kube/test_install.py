@@ -22,6 +22,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "beside-calico-oss": {"calico": {"oss": True}, "bgp": {"enabled": False}},
     "no-crds-no-namespace": {"crds": {"install": False}, "createNamespace": False},
+    "no-webhook": {"webhook": {"enabled": False}},
     "native-etcd-custom": {
         "mode": "native", "datastore": "etcd", "etcd": {"endpoints": "https://10.0.0.5:2379"},
         "namespace": "egw", "image": {"repository": "registry.example/egw", "tag": "1.2",
@@ -29,6 +30,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "vxlan": {"vni": 5000, "port": 4791}, "controller": {"replicas": 3},
         "probes": {"periodSeconds": 7, "failureThreshold": 5}, "aks": True,
         "aws": {"secondaryIpResource": True}, "logLevel": "debug",
+        "webhook": {"port": 10443, "failurePolicy": "Ignore"},
     },
 }
 
@@ -70,10 +72,60 @@ def test_rbac_is_least_privilege() -> None:
     controller_rules = objs[("ClusterRole", "", "egressgw-controller")]["rules"]
     written = {res for r in controller_rules if set(r["verbs"]) - {"get", "list", "watch"}
                for res in r["resources"]}
-    assert written == {"egressgateways/status", "deployments", "events"}
+    assert written == {"egressgateways/status", "deployments", "events",
+                       "validatingwebhookconfigurations"}
+    (hook,) = [r for r in controller_rules if r["resources"] == ["validatingwebhookconfigurations"]]
+    assert hook["verbs"] == ["get", "update"] and hook["resourceNames"] == ["egressgw-webhook"]
     assert not any("*" in r["verbs"] or "*" in r["resources"] for r in agent_rules + controller_rules)
     role = objs[("Role", "egressgw-system", "egressgw-controller")]["rules"]
-    assert {n for r in role for n in r.get("resourceNames", [])} == {"egressgw-controller", "egressgw-state"}
+    assert {n for r in role for n in r.get("resourceNames", [])} == {
+        "egressgw-controller", "egressgw-state", "egressgw-webhook-ca"}
+    # Kubernetes cannot restrict `create` by name: every other verb on secrets is by name.
+    secrets = [r for r in role if r["resources"] == ["secrets"]]
+    assert all(r.get("resourceNames") == ["egressgw-webhook-ca"] for r in secrets if r["verbs"] != ["create"])
+    assert not any(r["resources"] == ["secrets"] for r in controller_rules)
+
+
+def _controller_container(objs: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    deployment = objs[("Deployment", "egressgw-system", "egressgw-controller")]
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_webhook_reaches_the_controller_replicas_for_our_kinds_only() -> None:
+    objs = _by_kind(install.Values())
+    (hook,) = objs[("ValidatingWebhookConfiguration", "", "egressgw-webhook")]["webhooks"]
+    assert (hook["sideEffects"], hook["admissionReviewVersions"], hook["timeoutSeconds"]) == ("None", ["v1"], 5)
+    assert hook["failurePolicy"] == "Fail" and "caBundle" not in hook["clientConfig"]
+    service = objs[("Service", "egressgw-system", "egressgw-webhook")]
+    assert hook["clientConfig"]["service"] == {"name": "egressgw-webhook", "namespace": "egressgw-system",
+                                               "path": "/validate", "port": 443}
+    deployment = objs[("Deployment", "egressgw-system", "egressgw-controller")]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    container = _controller_container(objs)
+    assert container["ports"] == [{"name": "webhook", "containerPort": 9443, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "webhook", "scheme": "HTTPS"}
+    assert all(r["operations"] == ["CREATE", "UPDATE"] for r in hook["rules"])
+    covered = {(g, p) for r in hook["rules"] for g in r["apiGroups"] for p in r["resources"]}
+    crds = {(o["spec"]["group"], o["spec"]["names"]["plural"]) for o in objs.values()
+            if o["kind"] == "CustomResourceDefinition"}
+    assert covered == crds
+
+
+def test_beside_calico_oss_the_webhook_leaves_calicos_kinds_to_calico() -> None:
+    objs = _by_kind(install.Values.model_validate({"calico": {"oss": True}, "crds": {"install": False}}))
+    (hook,) = objs[("ValidatingWebhookConfiguration", "", "egressgw-webhook")]["webhooks"]
+    covered = sorted(p for r in hook["rules"] for p in r["resources"])
+    assert covered == ["egressgatewaypolicies", "egressgateways"]
+
+
+def test_without_the_webhook_nothing_of_it_is_installed() -> None:
+    objs = _by_kind(install.Values.model_validate({"webhook": {"enabled": False}}))
+    assert not {k for k in objs if k[0] in ("Service", "ValidatingWebhookConfiguration")}
+    assert "ports" not in _controller_container(objs)
+    role = objs[("Role", "egressgw-system", "egressgw-controller")]["rules"]
+    assert not any("secrets" in r["resources"] for r in role)
+    assert objs[("ConfigMap", "egressgw-system", "egressgw-config")]["data"]["EGRESSGW_WEBHOOK_ENABLED"] == "false"
 
 
 def test_beside_calico_oss_installs_no_crd_calico_owns() -> None:

@@ -159,7 +159,7 @@ def test_the_route_servers_are_graceful_restart_helpers(tmp_path: Path) -> None:
         "egwu-rs-b",
         tmp_path / "egwu" / "hub" / "rs-b" / "gobgpd.sock",
     )
-    config = tomllib.loads(azure.gobgpd_config(rs))
+    config = tomllib.loads(rs.render())
     assert config["global"]["config"]["as"] == 65515
     assert config["global"]["config"]["local-address-list"] == ["10.0.1.5"]
     neighbors = config["neighbors"]

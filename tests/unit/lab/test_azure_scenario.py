@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from egressgw import manifests
-from egressgw.lab import demo_azure, scenarios, state, up
+from egressgw.lab import demo_azure, scenarios, state
+from egressgw.lab.registry import LabInfo
+from egressgw.lab.running import LabHandle
+from egressgw.lab.status import netns_for
 from egressgw.lab.topology import Topology
 from egressgw.lab.walkthrough import FILTER, POLICY, SELECTOR, TENANT_SELECTOR, Walkthrough
 from egressgw.model import BGPPeer, EgressGatewayPolicy, FelixConfiguration, IPPool, Resource
@@ -64,9 +67,9 @@ def test_an_azure_topology_survives_the_state_file(tmp_path: Path) -> None:
 
 def test_lab_exec_reaches_route_servers_and_the_firewall() -> None:
     t = topology()
-    assert up.netns_for(t, "rs-b") == "egwu-rs-b"
-    assert up.netns_for(t, "firewall") == up.netns_for(t, "edge") == "egwu-edge"
-    assert up.netns_for(t, "aks-node-2") == "egwu-node-aks-node-2"
+    assert netns_for(t, "rs-b") == "egwu-rs-b"
+    assert netns_for(t, "firewall") == netns_for(t, "edge") == "egwu-edge"
+    assert netns_for(t, "aks-node-2") == "egwu-node-aks-node-2"
 
 
 def test_lab_up_applies_the_state_before_the_readme_patches() -> None:
@@ -81,11 +84,11 @@ def test_lab_up_applies_the_state_before_the_readme_patches() -> None:
     assert scenarios.initial_resources(scenarios.AWS, aws) == list(aws)
 
 
-def _handle(tmp_path: Path) -> up.LabHandle:
+def _handle(tmp_path: Path) -> LabHandle:
     t = topology()
     state.save_topology(t, tmp_path)
-    info = up.LabInfo("egwu", "azure", "vxlan", "127.0.0.1:1", ())
-    return up.LabHandle(info, tmp_path)
+    info = LabInfo("egwu", "azure", "vxlan", "127.0.0.1:1", ())
+    return LabHandle(info, tmp_path)
 
 
 def test_the_walkthrough_edits_the_store_as_the_readme_patches(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from egressgw.lab import demo, scenarios
-from egressgw.lab.topology import TopologyError, default_internet_hosts
+from egressgw.lab.addressplan import default_internet_hosts
+from egressgw.lab.topology import TopologyError
 from egressgw.manifests import load
 from egressgw.model import EgressGatewayPolicy, Node, Pod, Resource
 from egressgw.model.parsing import from_dict, to_dict

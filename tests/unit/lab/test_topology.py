@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from egressgw.lab import state
+from egressgw.lab.addressplan import aws_topology, new_pod, next_pod_ip
 from egressgw.lab.netns import edge_ruleset, node_ruleset
 from egressgw.lab.topology import (
     AzureEdge,
@@ -18,14 +19,9 @@ from egressgw.lab.topology import (
     Pod,
     Topology,
     TopologyError,
-    aws_topology,
-    new_pod,
-    next_pod_ip,
     pod_ns,
-    with_elastic_ip,
-    with_pod,
-    without_pod,
 )
+from egressgw.lab.topology_edits import with_elastic_ip, with_pod, without_pod
 
 A = IPv4Address
 

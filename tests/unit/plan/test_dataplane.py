@@ -109,3 +109,18 @@ def test_assign_slots_keeps_old_slots_and_fills_the_lowest_free() -> None:
 def test_apply_stats_add_up() -> None:
     total = ApplyStats(1, 2, 3, ("x",)) + ApplyStats(1, 0, 0, ("y",))
     assert (total.changes, total.errors) == (7, ("x", "y"))
+
+
+def test_classification_element_spells_the_address_as_str_does() -> None:
+    for text in ("0.0.0.0", "10.244.3.7", "255.255.255.255", "192.0.2.1"):
+        assert Classification("cali1", IPv4Address(text), 2).element == ("cali1", text, 2)
+
+
+@pytest.mark.parametrize("name", ["", "a" * 16, "\u00e9" * 8, "cali\u2603\u2603\u2603\u2603"])
+def test_classification_refuses_names_over_15_bytes(name: str) -> None:
+    with pytest.raises(ValueError, match="bad interface name"):
+        Classification(name, IPv4Address("10.0.0.1"), 0)
+
+
+def test_classification_takes_names_up_to_15_bytes() -> None:
+    assert Classification("\u00e9" * 7 + "a", IPv4Address("10.0.0.1"), 0).iifname == "\u00e9" * 7 + "a"

@@ -19,7 +19,8 @@ GOLDEN = Path(__file__).resolve().parents[2] / "testdata" / "golden" / "nft"
 
 
 def check(name: str, doc: Any) -> None:
-    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    """Compares the text nft is given (`encode`), re-indented."""
+    text = json.dumps(json.loads(nft.encode(doc)), indent=1, sort_keys=True) + "\n"
     path = GOLDEN / name
     if os.environ.get("EGRESSGW_UPDATE_GOLDEN"):
         path.write_text(text)
