@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from egressgw.agent.node import Agent, AgentConfig
+from egressgw.agent.node import Agent, AgentConfig, reconcile
 from egressgw.calc import nodeplan, snapshot
 from egressgw.drivers import nftables
 from egressgw.model import parsing
@@ -129,14 +129,14 @@ def measure(ns: str, tmp: Path) -> dict[str, list[dict[str, float]]]:
     """Per direction, one record of stage times per apply."""
     plain, steered = states()
     agent = Agent.real(AgentConfig("n1", ns, Transport.NATIVE, tmp))
-    agent.apply_state(plain)
+    reconcile(agent, plain)
     stages = instrument(agent)
     runs: dict[str, list[dict[str, float]]] = {"add": [], "remove": []}
     for _ in range(ROUNDS):
         for direction, state, want in (("add", steered, PODS), ("remove", plain, 0)):
             stages.reset()
             start = time.perf_counter()
-            stats = agent.apply_state(state)
+            stats = reconcile(agent, state)
             total = time.perf_counter() - start
             assert not stats.errors, stats.errors
             held = kernel_entries(ns)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address
 
@@ -37,6 +39,7 @@ PROPAGATION = 0.5  # margin for a store change to reach the client node's kernel
 GOOGLE_DNS = IPv4Address("203.0.113.8")  # the httpProbe target (an echo stand-in)
 PAIRS = ("egw-1", "egw-2")  # kill and partition trials alternate between these
 PROBED, DRAINED = "egw-3", "egw-4"
+NEW_AFTER_SCALE, MIN_SHARE = 45, 5  # new connections looked at after a scale-up; per replica
 
 
 # --- oracles --------------------------------------------------------------------------------
@@ -66,6 +69,17 @@ def group_sizes(netns: str) -> list[int]:
         ["ip", "-j", "-n", netns, "nexthop", "show"], capture_output=True, text=True, check=True
     ).stdout
     return [len(n["group"]) for n in json.loads(out or "[]") if "group" in n]
+
+
+def touch_every_bucket(netns: str, target: IPv4Address, flows: int = 2000) -> None:
+    """Steady load as the kernel sees it: one UDP datagram from each of `flows` source ports,
+    so every bucket of the client's nexthop group has just been used (none is idle)."""
+    script = ("import socket, sys\n"
+              "for _ in range(int(sys.argv[2])):\n"
+              "    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:\n"
+              "        s.sendto(b'x', (sys.argv[1], 7))\n")  # fmt: skip
+    subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", script, str(target), str(flows)],
+                   check=True)  # fmt: skip
 
 
 def namespaces_with(prefix: str) -> list[str]:
@@ -203,6 +217,9 @@ def test_graceful_stop_keeps_established_connections_and_takes_no_new_ones(
 
 
 def test_scaling_from_two_to_three_replicas_moves_no_flow(lab: LabHandle) -> None:
+    """The new replica takes its share of new connections at once (a fresh group over all
+    three), while every flow opened before keeps its source with nothing lost (the old group
+    lingers, unchanged, for their conntrack mark)."""
     gateway = PAIRS[1]
     chaos.add_elastic_ips(lab, gateway, 3)
     replicas = demo_ha.balance(lab, gateway)
@@ -210,17 +227,25 @@ def test_scaling_from_two_to_three_replicas_moves_no_flow(lab: LabHandle) -> Non
     try:
         with Traffic(demo_ha.client_ns(lab), demo_ha.target(lab)) as traffic:
             flows = traffic.start(expect=[r.public_ip for r in replicas])
-            time.sleep(0.5)
+            # A group grown in place would give the new replica only idle buckets: none.
+            touch_every_bucket(demo_ha.client_ns(lab), demo_ha.target(lab))
             chaos.scale(lab, gateway, 3)
-            chaos.wait_replicas(lab, gateway, 3)
+            grown_to = chaos.wait_replicas(lab, gateway, 3)
             deadline = time.monotonic() + 5
             while 3 not in group_sizes(node) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            grown = 3 in group_sizes(node)
-            time.sleep(1.0)
+            grown_at, sizes = time.monotonic(), group_sizes(node)
+            time.sleep(1.8)
             record = traffic.stop()
     finally:
         chaos.scale(lab, gateway, 2)
-    assert grown, "the client node's group never took the third replica"
     assert len(record.flows) == len(flows) >= 8
     assert [f.as_dict() for f in record.flows if not undisturbed(f)] == []
+    # New connections: each replica's address among the first NEW_AFTER_SCALE, a few times
+    # at least (a third each on average; fewer than MIN_SHARE has odds of about 1e-4).
+    new = [a for a in record.attempts if a.start > grown_at + PROPAGATION][:NEW_AFTER_SCALE]
+    assert len(new) == NEW_AFTER_SCALE and all(a.ok for a in new)
+    seen = Counter(str(a.seen) for a in new)
+    assert all(seen[str(r.public_ip)] >= MIN_SHARE for r in grown_to), (seen, grown_to)
+    assert 3 in sizes, f"the client node never built a group of the three replicas: {sizes}"
+    assert 2 in sizes, f"the old group of two must linger for the flows opened before: {sizes}"

@@ -9,7 +9,7 @@ egress configuration void (as if it had no annotation), and is reported; a bad
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from egressgw.selector import Selector, SelectorParseError, parse
 
@@ -32,13 +32,14 @@ class GatewaySelection:
     selector: Selector | None  # over pod labels; None = every pod (namespaceSelector alone)
     namespace_selector: Selector | None  # over namespace labels; None = own namespace only
     max_next_hops: int  # 0 = use every active gateway
+    # A hashable identity for caching the set of pods this selection matches (stored: the
+    # decision reads it once or twice per pod).
+    key: tuple[str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str]:
-        """A hashable identity for caching the set of pods this selection matches."""
+    def __post_init__(self) -> None:
         sel = str(self.selector) if self.selector is not None else ""
         ns = str(self.namespace_selector) if self.namespace_selector is not None else ""
-        return sel, ns
+        object.__setattr__(self, "key", (sel, ns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ class EgressAnnotations:
 
 def read(annotations: Mapping[str, str]) -> EgressAnnotations | None:
     """The egress configuration in `annotations`, or None when there is none. Pure."""
+    if not annotations:
+        return None
     policy = annotations.get(POLICY, "")
     if policy:
         return EgressAnnotations(policy=policy, selection=None)

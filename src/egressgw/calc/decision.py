@@ -17,8 +17,9 @@ Pure. Reference semantics (calico-egress-gateway.md §3-§4):
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
@@ -28,8 +29,9 @@ from egressgw.calc import annotations as egress_annotations
 from egressgw.calc.annotations import GatewaySelection
 from egressgw.calc.cluster import ClusterView, Support, Workload
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
-from egressgw.calc.hops import HopPicker, PickKey, Picks, preference
+from egressgw.calc.hops import Entry, Groups, HopPicker, PickKey, Picks, preference
 from egressgw.model import EgressGatewayPolicy, EgressGatewayRule
+from egressgw.model.policy import destination_network
 from egressgw.selector import SelectorParseError, parse
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
@@ -159,13 +161,16 @@ def egress_config(view: ClusterView, workload: Workload) -> EgressConfig:
 class NodeAssignment:
     """The maxNextHops picks of the pods (with an address) on one node, made lazily: pods
     pick in (namespace, name) order, and a question about one pod runs that order only as
-    far as that pod. Configurations are built when asked for."""
+    far as that pod, and only in the groups of its capped routes (hops.Groups: the other
+    groups' picks cannot change its own). Configurations are built when asked for."""
 
     drafts: Mapping[tuple[str, str], _Draft]
+    fixed: Counter[str] | None  # the usage by the routes that need no pick (None: no pick yet)
+    groups: Groups
     picker: HopPicker  # its ledger: the fixed routes, the kept picks and the picks so far
     kept: Mapping[tuple[str, str], Sequence[tuple[str, ...]]]  # per pending route
-    queue: Iterator[_Draft]  # the pods with pending routes that have not picked yet, in order
-    picks: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    done: dict[str, int] = field(default_factory=dict)  # per group, how many have picked
+    picks: dict[Entry, tuple[str, ...]] = field(default_factory=dict)
     built: dict[tuple[str, str], EgressConfig] = field(default_factory=dict)
     memo: dict[tuple[int, frozenset[str]], Route] = field(default_factory=dict)  # see _apply
 
@@ -173,33 +178,39 @@ class NodeAssignment:
         """The configuration of `pod`, or None if it is not one of the node's."""
         found = self.built.get(pod)
         if found is None and (draft := self.drafts.get(pod)) is not None:
-            found = self.built[pod] = _apply(draft, self._picks(pod), self.memo) if draft.pending else draft.config
+            if not draft.pending:
+                return draft.config
+            found = self.built[pod] = _apply(draft, self._picks(draft), self.memo)
         return found
 
     def newcomer(self, draft: _Draft) -> EgressConfig:
         """The configuration of a pod that is not (yet) one of the node's, as if it arrived now."""
-        while self._advance():
-            pass
+        for group, queue in self.groups.queues.items():
+            if queue:
+                self._advance(group, queue[-1])
         picker = HopPicker(usage=defaultdict(int, self.picker.usage))
         return _apply(draft, [picker.fill((), p.order, p.cap) for p in draft.pending], {})
 
-    def _picks(self, pod: tuple[str, str]) -> tuple[tuple[str, ...], ...]:
-        while pod not in self.picks and self._advance():
-            pass
-        return self.picks[pod]
+    def _picks(self, draft: _Draft) -> tuple[tuple[str, ...], ...]:
+        pod, picks = draft.workload.key, self.picks
+        for j, p in enumerate(draft.pending):
+            if (pod, j) not in picks:
+                self._advance(self.groups.group(p.order), (pod, j))
+        return tuple(picks[(pod, j)] for j in range(len(draft.pending)))
 
-    def _advance(self) -> bool:
-        """The next pod in order picks; False when all have."""
-        d = next(self.queue, None)
-        if d is None:
-            return False
-        held = self.kept.get(d.workload.key)
-        fill = self.picker.fill
-        if held:
-            self.picks[d.workload.key] = tuple(fill(h, p.order, p.cap) for p, h in zip(d.pending, held, strict=True))
-        else:
-            self.picks[d.workload.key] = tuple(fill((), p.order, p.cap) for p in d.pending)
-        return True
+    def _advance(self, group: str, until: Entry) -> None:
+        """The routes of `group` pick, in order, up to and including `until`."""
+        queue, at = self.groups.queues[group], self.done.get(group, 0)
+        drafts, kept, picks, fill = self.drafts, self.kept, self.picks, self.picker.fill
+        while at < len(queue):
+            entry = queue[at]
+            at += 1
+            p = drafts[entry[0]].pending[entry[1]]
+            held = kept.get(entry[0])
+            picks[entry] = fill(held[entry[1]] if held else (), p.order, p.cap)
+            if entry == until:
+                break
+        self.done[group] = at
 
 
 def node_configs(view: ClusterView, node: str | None, previous: Picks | None = None) -> NodeAssignment:
@@ -209,20 +220,60 @@ def node_configs(view: ClusterView, node: str | None, previous: Picks | None = N
     `previous` picks (from the node's last computation, or read back from the kernel) that
     are still usable; then, pod by pod in (namespace, name) order, it fills up to its cap
     with the least-used other candidates. No history: every pod picks in that order."""
-    memo, drafts = view.drafts.get(node, {}), {}
+    drafts, fixed, groups = _derived(view, node) or _node_drafts(view, node)
+    if not groups.queues:
+        return NodeAssignment(drafts, fixed, groups, HopPicker(), {})
+    if fixed is None:
+        fixed = Counter(chain.from_iterable(d.fixed() for d in drafts.values()))
+    picker = HopPicker(previous or {}, defaultdict(int, fixed))
+    kept = {d.workload.key: [picker.keep(p.key, p.order, p.cap) for p in d.pending]
+            for d in drafts.values() if d.pending} if previous else {}
+    return NodeAssignment(drafts, fixed, groups, picker, kept)
+
+
+Base = tuple[dict[tuple[str, str], "_Draft"], "Counter[str] | None", Groups]
+
+
+def _node_drafts(view: ClusterView, node: str | None) -> Base:
+    """The drafts of the pods (with an address) on `node`, their fixed usage (None if no
+    capped route needs it) and their capped routes grouped (in (namespace, name) order)."""
+    memo, drafts, groups = view.drafts.get(node, {}), {}, Groups()
     for w in view.on_node(node):
         d = memo.get(w.key)  # `_draft`, inlined: this loop runs over every pod of the node
         if not (isinstance(d, _Draft) and d.workload is w):
-            d = _draft(view, w)
+            d = _new_draft(view, w)
         if w.ip is not None:
             drafts[w.key] = d
-    pending = [d for d in drafts.values() if d.pending]
-    if not pending:
-        return NodeAssignment(drafts, HopPicker(), {}, iter(()))
-    fixed = Counter(chain.from_iterable(d.fixed() for d in drafts.values()))
-    picker = HopPicker(previous or {}, defaultdict(int, fixed))
-    kept = {d.workload.key: [picker.keep(p.key, p.order, p.cap) for p in d.pending] for d in pending} if previous else {}
-    return NodeAssignment(drafts, picker, kept, iter(pending))
+            for j, p in enumerate(d.pending):
+                groups.add((w.key, j), p.order)
+    if not groups.queues:
+        return drafts, None, groups
+    return drafts, Counter(chain.from_iterable(d.fixed() for d in drafts.values())), groups
+
+
+def _derived(view: ClusterView, node: str | None) -> Base | None:
+    """`_node_drafts` from an earlier view's assignment of `node` and the pods changed since
+    (`ClusterView.earlier`): only the changed pods are decided again."""
+    base, changed = view.earlier.get(node, (None, frozenset()))
+    if not isinstance(base, NodeAssignment):
+        return None
+    drafts, groups = dict(base.drafts), base.groups.copy()
+    fixed = None if base.fixed is None else Counter(base.fixed)
+    for key in changed:
+        old = drafts.pop(key, None)
+        if old is not None:
+            if fixed is not None:
+                fixed.subtract(old.fixed())
+            for j, p in enumerate(old.pending):
+                groups.remove((key, j), p.order)
+        w = view.workloads.get(key)
+        if w is not None and w.node == node and w.ip is not None:
+            d = drafts[key] = _draft(view, w)
+            if fixed is not None:
+                fixed.update(d.fixed())
+            for j, p in enumerate(d.pending):
+                groups.add((key, j), p.order)
+    return drafts, fixed, groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +308,10 @@ def _draft(view: ClusterView, workload: Workload) -> _Draft:
     found = view.draft(workload)
     if isinstance(found, _Draft) and found.workload is workload:
         return found
+    return _new_draft(view, workload)
+
+
+def _new_draft(view: ClusterView, workload: Workload) -> _Draft:
     config = _config(view, workload)
     pending = []
     for i, route in enumerate(config.routes):
@@ -294,7 +349,12 @@ def _config(view: ClusterView, workload: Workload) -> EgressConfig:
     pod = None
     if view.support is Support.PER_NAMESPACE_OR_POD:
         pod = egress_annotations.read(workload.annotations)
-    ns = egress_annotations.read(view.namespace(workload.namespace).annotations)
+    ns = _namespace_annotations(view, workload.namespace)
+    if pod is None:  # the usual case, made cheap: the namespace's annotations alone decide
+        if ns is None:
+            return NO_EGRESS
+        if ns.policy is None and ns.selection is not None:
+            return _from_selection(view, workload, Source.NAMESPACE_SELECTOR, ns.selection, ns.problems)
     problems = tuple((pod.problems if pod else ()) + (ns.problems if ns else ()))
     missing: tuple[Source, str] | None = None
     for level, found in ((Source.POD_POLICY, pod), (Source.NAMESPACE_POLICY, ns)):
@@ -309,7 +369,15 @@ def _config(view: ClusterView, workload: Workload) -> EgressConfig:
     for level, found in ((Source.POD_SELECTOR, pod), (Source.NAMESPACE_SELECTOR, ns)):
         if found is not None and found.selection is not None:
             return _from_selection(view, workload, level, found.selection, problems)
-    return EgressConfig(Source.NONE, None, (), NO_EGRESS.reason, problems)
+    return EgressConfig(Source.NONE, None, (), NO_EGRESS.reason, problems) if problems else NO_EGRESS
+
+
+def _namespace_annotations(view: ClusterView, name: str) -> egress_annotations.EgressAnnotations | None:
+    """The egress annotations of namespace `name`, read once per view (not once per pod)."""
+    found = view.namespace_notes.get(name, view)  # the view itself: not read yet
+    if found is view:
+        found = view.namespace_notes[name] = egress_annotations.read(view.namespace(name).annotations)
+    return found  # type: ignore[return-value]
 
 
 def _from_policy(
@@ -332,8 +400,10 @@ def _policy_route(
     view: ClusterView, workload: Workload, policy: str, index: int, rule: EgressGatewayRule
 ) -> Route:
     description = rule.description or ""
+    destination = rule.destination_cidr if rule.destination is None or rule.destination.cidr is None else (
+        _destination(rule.destination.cidr))
     if rule.gateway is None:
-        return Route(rule.destination_cidr, index, Action.DIRECT, (), description)
+        return Route(destination, index, Action.DIRECT, (), description)
     try:
         selection = GatewaySelection(
             parse(rule.gateway.selector) if rule.gateway.selector else None,
@@ -341,22 +411,29 @@ def _policy_route(
             rule.gateway.max_next_hops,
         )
     except SelectorParseError:
-        return Route(rule.destination_cidr, index, Action.DROP, (), description)
+        return Route(destination, index, Action.DROP, (), description)
     prefer_local = rule.gateway_preference == "PreferNodeLocal"
     # The route (with every candidate, before maxNextHops picks) depends on the pod only
     # through its node (PreferNodeLocal) and on whether the pod is itself one of the
     # gateways: share it between pods.
-    shared = not any(w.key == workload.key for w in view.matching(selection, workload.namespace))
+    shared = not view.picks_pod(selection, workload.namespace, workload.key)
     memo_key = (policy, index, (workload.node or "") if prefer_local else "")
     if shared and isinstance(found := view.routes.get(memo_key), Route):
         return found
     hops = choose_hops(view, workload, selection, prefer_local)
     action = Action.GATEWAY if hops else Action.DROP
     draining = terminating_members(view, workload, selection)
-    route = Route(rule.destination_cidr, index, action, hops, description, selection.max_next_hops, draining)
+    route = Route(destination, index, action, hops, description, selection.max_next_hops, draining)
     if shared:
         view.routes[memo_key] = route
     return route
+
+
+@functools.lru_cache(maxsize=8192)
+def _destination(cidr: str) -> IPv4Network:
+    """`EgressGatewayRule.destination_cidr` for a written destination: parsed once per text,
+    as a new policy's routes are decided per pod until they are shared (~9 us a parse)."""
+    return destination_network(cidr)
 
 
 def _missing_policy(level: Source, name: str, problems: tuple[str, ...]) -> EgressConfig:
@@ -378,9 +455,8 @@ def _from_selection(
     # gateways gets the same configuration: share it (the memo is keyed on everything it
     # depends on).
     scope = workload.namespace if selection.namespace_selector is None else "*"
-    matched = view.matching(selection, workload.namespace)
-    shared = not any(w.key == workload.key for w in matched)
-    memo_key = ("selection", str(level), *selection.key, selection.max_next_hops, scope, problems)
+    shared = not view.picks_pod(selection, workload.namespace, workload.key)
+    memo_key = ("selection", level, selection.key, selection.max_next_hops, scope, problems)
     if shared and isinstance(found := view.routes.get(memo_key), EgressConfig):
         return found
     hops = choose_hops(view, workload, selection, prefer_local=False)

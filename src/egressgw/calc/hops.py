@@ -11,10 +11,12 @@ clients spread instead of all taking the same gateway.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 Pod = tuple[str, str]
 # A capped route of one pod: (pod, its configuration's identity, the route's destination).
@@ -71,3 +73,63 @@ class HopPicker:
         for ip in added:
             usage[ip] += 1
         return kept + added
+
+
+# A capped route of one node: its pod, and its index among the pod's capped routes.
+Entry = tuple[Pod, int]
+
+
+@dataclass(slots=True)
+class Groups:
+    """A node's capped routes, grouped so that no two groups share a candidate gateway.
+
+    A pick reads and counts only its own candidates, so it depends only on the picks made
+    before it in its own group: one pod's picks need its groups' earlier picks, not the
+    node's. A route that joins groups merges them; groups never split (when a route goes,
+    the grouping is coarser than it could be, which is still right). `copy` is cheap: the
+    copies share their queues until one of them changes one."""
+
+    of: dict[str, str] = field(default_factory=dict)  # gateway -> its group (a member's name)
+    members: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> its gateways
+    queues: dict[str, list[Entry]] = field(default_factory=dict)  # group -> routes, in picking order
+    _own: set[str] = field(default_factory=set)  # the queues only this instance holds
+
+    def copy(self) -> Groups:
+        """An independent grouping, equal to this one."""
+        self._own = set()  # shared from now on: either side copies a queue before changing it
+        return Groups(dict(self.of), dict(self.members), dict(self.queues))
+
+    def group(self, candidates: Sequence[str]) -> str:
+        """The group of a route that was added with `candidates`."""
+        return self.of[candidates[0]]
+
+    def add(self, entry: Entry, candidates: Sequence[str]) -> None:
+        """Put a capped route into the group of its candidates (merging groups if need be)."""
+        of = self.of
+        first = of.get(candidates[0])
+        if first is not None and all(of.get(ip) == first for ip in candidates):
+            queue = self._queue(first)
+            if not queue or queue[-1] < entry:
+                queue.append(entry)  # in order, as a node's pods are added from scratch
+            else:
+                bisect.insort(queue, entry)
+            return
+        joined = {found for ip in candidates if (found := of.get(ip)) is not None}
+        name = min(joined) if joined else candidates[0]
+        gateways = set(candidates).union(*(self.members.pop(g) for g in joined))
+        queue = sorted([entry, *chain.from_iterable(self.queues.pop(g) for g in joined)])
+        for ip in gateways:
+            of[ip] = name
+        self.members[name], self.queues[name] = tuple(sorted(gateways)), queue
+        self._own.add(name)
+
+    def remove(self, entry: Entry, candidates: Sequence[str]) -> None:
+        """Take a capped route out of its group (which stays as it is otherwise)."""
+        queue = self._queue(self.group(candidates))
+        del queue[bisect.bisect_left(queue, entry)]
+
+    def _queue(self, group: str) -> list[Entry]:
+        if group not in self._own:
+            self.queues[group] = list(self.queues[group])
+            self._own.add(group)
+        return self.queues[group]

@@ -8,12 +8,13 @@ GatewayPlan each (SNAT, VXLAN endpoint, return routes to client nodes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from egressgw.calc import decision
+from egressgw.calc import decision, linger
 from egressgw.calc.cluster import ClusterView, Workload
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
 from egressgw.calc.hops import PickKey, Picks
@@ -23,11 +24,13 @@ from egressgw.plan import dataplane as dp
 # A configuration's identity, stable while its gateways come and go: the policy or
 # selection, and per route its destination, action and (only where maxNextHops picks a
 # per-pod subset) its hops. A table keeps its slot, and so its mark, for as long as the
-# identity lives; a changed gateway set is applied to the same table (the driver replaces
-# the nexthop group in place), so live connections keep their mark and their table.
+# identity lives; a gateway set that loses or swaps members is applied to the same table
+# (the driver replaces the nexthop group in place), so live connections keep their mark and
+# their table. One that grows, or drops a draining gateway, gets a new table (calc.linger).
 ConfigKey = tuple[object, ...]
 
 
+@functools.lru_cache(maxsize=65536)  # asked for every local pod on every plan
 def calico_ifname(namespace: str, name: str) -> str:
     """The host-side veth name Calico's CNI gives a pod: `cali` + sha1("<ns>.<name>")[:11]."""
     return "cali" + hashlib.sha1(f"{namespace}.{name}".encode()).hexdigest()[:11]
@@ -112,11 +115,6 @@ def _hop_key(hops: Iterable[IPv4Address]) -> tuple[str, ...]:
     return tuple(str(ip) for ip in sorted(hops))
 
 
-def _shape(key: ConfigKey) -> ConfigKey:
-    """A key without its maxNextHops picks: the configuration whatever the pod picked."""
-    return tuple(e[:2] if isinstance(e, tuple) and e[2] is not None else e for e in key)
-
-
 def table_routes(config: decision.EgressConfig) -> tuple[dp.EgressRoute, ...]:
     """The kernel routes of an egress configuration, in a canonical order."""
     routes = []
@@ -147,10 +145,10 @@ def node_plan(
     stay usable, and a pod whose picks change keeps its table slot when no pod uses its
     old configuration any more (the changed gateway set applies in place, see ConfigKey).
 
-    Draining: a table that is no longer wanted but routes through a gateway that is still
-    terminating (not yet gone) lingers, unchanged and with no classification pointing at it,
-    so connections that carry its mark keep their gateway until the grace period ends, and
-    those through its other gateways keep theirs after it (see `_lingering`).
+    Draining and growth: a table that is no longer wanted but routes through a gateway that
+    is still terminating (not yet gone), or whose gateway set gains a member, lingers,
+    unchanged and with no classification pointing at it, so connections that carry its mark
+    keep their gateway; new connections get a fresh table (see calc.linger).
     """
     local = [w for w in view.on_node(node.name) if w.ip is not None]
     history = before.classified if before is not None else adopted or {}
@@ -171,8 +169,13 @@ def node_plan(
                 content[key] = table_routes(config)
     draining = {w.ip for w in view.workloads.values() if w.terminating and w.ip is not None}
     present = {w.ip for w in view.workloads.values() if w.ip is not None}
-    lingering, previous = _lingering(before, content, draining, present, previous)
-    previous = _carried(history, wanted, [k for _, k in keys.values()], previous)
+    held = before.tables if before is not None else {}
+    lingering, previous = linger.drained(held, content, draining, present, previous)
+    distinct = [k for _, k in keys.values()]
+    previous = _carried(history, wanted, distinct, previous)
+    previous = linger.grown(held, content, lingering, previous)
+    previous = linger.revived(content, lingering, draining, previous)
+    linger.bound(lingering, draining, len({k for k in distinct if k}), routing.capacity)
     slots = dp.assign_slots([*wanted.values(), *lingering], previous, routing.capacity)
     problems = [f"{ns}/{name}: no free egress slot on {node.name} (capacity {routing.capacity})"
                 for (ns, name), key in sorted(wanted.items()) if key not in slots]
@@ -191,6 +194,21 @@ def node_plan(
                       tuple(problems), tables, wanted, maintenance)
 
 
+def restarted(
+    routing: dp.RoutingSettings,
+    held: Mapping[int, dp.EgressTable],
+    slots: Mapping[ConfigKey, int],
+    classified: Mapping[tuple[str, str], ConfigKey],
+) -> NodeResult:
+    """What a restarted agent finds in the kernel, as the `before` of its first plan: the
+    tables it holds (`held`, by slot; plan.routing.held_tables), the configurations adopted
+    from the classification map (`slots`) and each pod's (`classified`). Tables no pod is
+    classified into are adopted as set aside (linger.adopted), so they keep lingering."""
+    tables = linger.adopted(held, slots)
+    plan = dp.NodePlan(routing, (), tuple(tables.values()))
+    return NodeResult(plan, {}, {k: t.slot for k, t in tables.items()}, (), tables, dict(classified), {})
+
+
 def _carried(
     history: Mapping[tuple[str, str], ConfigKey],
     wanted: Mapping[tuple[str, str], ConfigKey],
@@ -207,58 +225,9 @@ def _carried(
     used = set(distinct)
     for pod in sorted(pod for pod, key in wanted.items() if id(key) in fresh):
         key, old = wanted[pod], history.get(pod)
-        if old and old in slots and old not in used and key not in slots and _shape(old) == _shape(key):
+        if old and old in slots and old not in used and key not in slots and linger.shape(old) == linger.shape(key):
             slots[key] = slots.pop(old)
     return slots
-
-
-def _lingering(
-    before: NodeResult | None,
-    content: Mapping[ConfigKey, tuple[dp.EgressRoute, ...]],
-    draining: set[IPv4Address],
-    present: set[IPv4Address],
-    previous: Mapping[ConfigKey, int],
-) -> tuple[dict[ConfigKey, dp.EgressTable], dict[ConfigKey, int]]:
-    """Tables kept for the live connections of draining gateways, and the slots to reuse.
-
-    A table whose content drops a draining gateway is not changed in place (that would move
-    its live connections): it is set aside under a ("lingering", key, slot) key, unchanged,
-    and its configuration starts afresh in a new slot. It stays while a draining gateway it
-    routes through still exists. Then it retires but stays, unchanged: the connections it
-    holds through its other gateways carry its mark, and without it they would lose their
-    route (and break) when the drain ends. A retired table goes when its configuration is no
-    longer used on the node, when none of its gateways exists any more, or when the next
-    drain of its configuration sets a newer table aside (one retired table per
-    configuration, so slots cannot run out).
-    """
-    if before is None:
-        return {}, dict(previous)
-    lingering: dict[ConfigKey, dp.EgressTable] = {}
-    slots = dict(previous)
-    set_aside: dict[object, ConfigKey] = {}  # configuration -> its table set aside now
-    # A configuration lives on whatever its pods pick: a pod that moved off a draining
-    # gateway kept its other picks, whose connections the retired table still carries.
-    shapes = {_shape(k) for k in content}
-    for key, table in before.tables.items():
-        if key and key[0] == "lingering":
-            retired = _shape(key[1]) in shapes and bool(table.gateways & present)  # type: ignore[arg-type]
-            if table.gateways & draining or retired:
-                lingering[key] = table
-            continue
-        if not table.gateways & draining:
-            continue
-        new_gateways = frozenset(g for r in content.get(key, ()) for g in r.gateways)
-        if key not in content or not (table.gateways & draining) <= new_gateways:
-            moved = ("lingering", key, table.slot)
-            lingering[moved] = table
-            slots.pop(key, None)
-            slots[moved] = table.slot
-            set_aside[_shape(key)] = moved
-    for key, table in list(lingering.items()):
-        newer = set_aside.get(_shape(key[1]))  # type: ignore[arg-type]
-        if newer is not None and newer != key and not table.gateways & draining:
-            del lingering[key]
-    return lingering, slots
 
 
 def _maintenance(
@@ -266,7 +235,8 @@ def _maintenance(
 ) -> dict[tuple[str, str], IPv4Address]:
     if before is None:
         return {}
-    by_old_key = {k[1]: t for k, t in lingering.items() if k not in before.tables}  # moved now
+    by_old_key = {k.config: t for k, t in lingering.items()  # set aside now, for a drain
+                  if isinstance(k, linger.Aside) and k not in before.tables and t.gateways & draining}  # fmt: skip
     out: dict[tuple[str, str], IPv4Address] = {}
     for pod, key in before.classified.items():
         table = by_old_key.get(key)

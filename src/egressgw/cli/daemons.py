@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -21,6 +25,8 @@ from egressgw.gateway import upstream as gateway_upstream
 from egressgw.plan.dataplane import Transport
 from egressgw.store.base import Store
 from egressgw.store.etcd import connect
+
+log = logging.getLogger(__name__)
 
 Etcd = Annotated[str | None, typer.Option("--etcd", help="etcd endpoint, HOST:PORT (datastore etcd).")]
 
@@ -43,6 +49,39 @@ async def _store(datastore: Datastore, etcd: str | None) -> Store:
     if not etcd:
         raise typer.BadParameter("--etcd HOST:PORT is needed with --datastore etcd")
     return await connect(etcd)
+
+
+async def until_signalled(work: Awaitable[None]) -> None:
+    """Run `work` until SIGTERM (the kubelet stopping the pod) or SIGINT cancels it, so its
+    cleanup runs (an elector releases its Lease) and the process exits 0. Without handlers
+    Python dies at once on SIGTERM, and as PID 1 of its container (no init in the image) it
+    ignores SIGTERM entirely until the kubelet's SIGKILL a grace period later.
+
+    Plain `signal.signal` handlers, not `loop.add_signal_handler`: the latter routes signals
+    through a wakeup fd that children forked without exec (pyroute2's netns helpers) share,
+    so the SIGTERM that pyroute2 sends its own helper would stop the agent too."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        _on_signal(sig, lambda: loop.call_soon_threadsafe(task.cancel))
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+
+
+def _on_signal(sig: signal.Signals, action: Callable[[], object]) -> None:
+    """Run `action` in this process when `sig` arrives; a child forked without exec that
+    inherits the handler dies of the signal as if none were set."""
+    owner = os.getpid()
+
+    def handler(number: int, _frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        action()
+
+    signal.signal(sig, handler)
 
 
 def _serve_health(port: int, ready: Callable[[], bool]) -> None:
@@ -82,7 +121,7 @@ def controller(
         store = await connect(etcd or "")
         await controller_gateways.run(controller_gateways.Controller(store, zones), store)
 
-    asyncio.run(main())
+    asyncio.run(until_signalled(main()))
 
 
 def agent(
@@ -107,7 +146,8 @@ def agent(
     async def main() -> None:
         await agent_node.run(the_agent, await _store(datastore, etcd))
 
-    asyncio.run(main())
+    # Stopping leaves the dataplane as it is (nothing is flushed): the next agent adopts it.
+    asyncio.run(until_signalled(main()))
 
 
 def gateway(
@@ -128,4 +168,9 @@ def gateway(
         target=gateway_process.follow_plan, args=(netns, plan_file, state), daemon=True
     )
     follower.start()
+    # SIGTERM starts the pod's grace period: client nodes stop sending new connections (they
+    # see the pod terminating) and the live ones must keep flowing, so the gateway keeps
+    # serving, readiness included, until the grace period's SIGKILL.
+    _on_signal(signal.SIGTERM, lambda: log.info(
+        "SIGTERM: draining, serving established connections until the grace period ends"))
     follower.join()

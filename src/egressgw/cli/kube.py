@@ -5,7 +5,8 @@ Commands parse arguments, call egressgw.kube and render; no logic lives here.
 - `crds [--beside-calico]`: only the CustomResourceDefinitions.
 - `chart --out DIR`: write the Helm chart generated from the same source.
 - `controller`: run the Kubernetes controller under leader election (in-cluster), and on
-  every replica the admission webhook (EGRESSGW_WEBHOOK_ENABLED, _PORT).
+  every replica the admission webhook (EGRESSGW_WEBHOOK_ENABLED, _PORT, and _HOST: the
+  address to listen on, default all); SIGTERM stops it cleanly, releasing the Lease.
 - `get` / `explain`: EgressGateways with their health, and the egress decision for a pod,
   on live state read through kubeconfig.
 """
@@ -28,6 +29,7 @@ from rich.table import Table
 
 from egressgw.calc import decision, snapshot
 from egressgw.cli import explain as explain_cli
+from egressgw.cli.daemons import until_signalled
 from egressgw.kube import api, chart, install
 from egressgw.kube.client import KubeClient
 from egressgw.kube.controller import Controller
@@ -91,7 +93,10 @@ def _env(name: str, default: str) -> str:
 @app.command("controller")
 def run_controller(kubeconfig: KubeconfigOption = None, context: ContextOption = None) -> None:
     """Run the controller (in-cluster, configured by the EGRESSGW_* environment)."""
-    logging.basicConfig(level=_env("LOG_LEVEL", "info").upper())
+    level = _env("LOG_LEVEL", "info").upper()
+    logging.basicConfig(level=level)
+    if level != "DEBUG":  # httpx logs every request at INFO: two lines per Lease renewal
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     config = GatewayConfig(
         image=_env("IMAGE", "ghcr.io/egressgw/egressgw:0.1.0"),
         image_pull_policy=_env("IMAGE_PULL_POLICY", "IfNotPresent"),
@@ -101,7 +106,7 @@ def run_controller(kubeconfig: KubeconfigOption = None, context: ContextOption =
         aks=_env("AKS", "false") == "true",
         aws_secondary_ip_resource=_env("AWS_SECONDARY_IP_RESOURCE", "false") == "true",
     )
-    asyncio.run(_controller(config, kubeconfig, context))
+    asyncio.run(until_signalled(_controller(config, kubeconfig, context)))
 
 
 async def store_from_env(kubeconfig: str | None = None, context: str | None = None) -> KubeStore:
@@ -117,12 +122,14 @@ async def _controller(config: GatewayConfig, kubeconfig: str | None, context: st
     elector = LeaderElector(store.client, namespace=store.namespace, name=install.LEASE_NAME,
                             identity=os.environ.get("POD_NAME") or socket.gethostname())
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(elector.run(Controller(store.client, store, config).run))
+        # A new Controller for every term of leadership: one that lost the Lease and won it
+        # back must list again, not act on what it saw before.
+        tasks.create_task(elector.run(lambda: Controller(store.client, store, config).run()))
         if _env("WEBHOOK_ENABLED", "false") == "true":  # every replica serves, not only the leader
             tasks.create_task(run_webhook(
                 store.client, store, namespace=store.namespace, service=install.WEBHOOK_NAME,
                 secret=install.WEBHOOK_SECRET, configuration=install.WEBHOOK_NAME,
-                port=int(_env("WEBHOOK_PORT", "9443")),
+                port=int(_env("WEBHOOK_PORT", "9443")), host=_env("WEBHOOK_HOST", "") or None,
             ))
 
 

@@ -13,7 +13,6 @@ library, renders; the library never prints.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
@@ -31,8 +30,7 @@ from egressgw.lab import running as lab_running
 from egressgw.lab import scenarios
 from egressgw.model import ManifestError, Node, Pod, Resource, ResourceSet
 from egressgw.model.parsing import KINDS, to_dict
-from egressgw.store import MAX_TXN_OPS, etcd
-from egressgw.store.codec import resource_store
+from egressgw.store import MAX_TXN_OPS
 from egressgw.store.resources import ResourceStore
 
 T = TypeVar("T")
@@ -78,18 +76,10 @@ def _kind(name: str) -> str:
 def _with_store(lab: str | None, work: Callable[[ResourceStore[Resource]], Awaitable[T]]) -> T:
     """Run `work` against the lab's store."""
     try:
-        endpoint = lab_running.attach(lab).info.etcd
+        handle = lab_running.attach(lab)
     except LookupError as err:
         raise _fail(str(err)) from None
-
-    async def run() -> T:
-        store = await etcd.connect(endpoint, timeout=5.0)
-        try:
-            return await work(resource_store(store))
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return lab_running.with_store(handle, work, timeout=5.0)
 
 
 # --- apply ----------------------------------------------------------------------------------

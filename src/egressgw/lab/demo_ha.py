@@ -147,19 +147,17 @@ def _until_seen(
 
 
 def balance(handle: LabHandle, gateway: str, timeout: float = 20.0) -> list[Replica]:
-    """Point netshoot at `gateway` through a group built afresh, once every replica is
-    ready; returns the replicas once the echo service has seen each of them."""
+    """Point netshoot at `gateway` once every replica is ready; returns the replicas once
+    the echo service has seen each of them (a replica that came back is in the fresh table
+    its client node gives new connections, so new connections reach it at once)."""
     deadline = time.monotonic() + timeout
     ns, address = client_ns(handle), target(handle)
+    steer(handle, gateway)
     while time.monotonic() < deadline:
         reps = [r for r in chaos.replicas(handle, gateway) if not r.terminating]
         for r in reps:
             chaos.wait_ready(handle, r.pod, max(0.1, deadline - time.monotonic()))
-        time.sleep(0.5)  # the agents' probers take a gateway back after 3 good probes
         public = {r.public_ip for r in reps}
-        steer(handle, None)  # direct: the group goes, the next one is built afresh
-        _until_seen(ns, address, 3, public.isdisjoint, deadline)
-        steer(handle, gateway)
         if _until_seen(ns, address, 24, public.issubset, min(deadline, time.monotonic() + 3)):
             return reps
     raise chaos.ChaosError(f"netshoot never saw every replica of {gateway} in {timeout:g}s")

@@ -265,7 +265,9 @@ class Kubelet:
             *("--netns", pod_ns(self.info.prefix, pod), "--pod", f"{pod.namespace}/{pod.name}"),
             *("--ip", str(pod.ip), "--plan-file", str(plan)),
         ]
-        self._sup.start(name, argv, None)
+        # The lab stops a gateway's process when its pod is gone, i.e. when its grace period
+        # has passed and a kubelet sends SIGKILL (a gateway serves on through SIGTERM).
+        self._sup.start(name, argv, None, grace=0.0)
 
     async def _net(self, fn: Callable[..., None], *args: object) -> None:
         await asyncio.get_running_loop().run_in_executor(self._network, fn, *args)

@@ -170,6 +170,7 @@ class Supervisor:
         self.prefix = prefix
         self.root = root
         self._children: dict[str, tuple[ProcRecord, subprocess.Popen[bytes]]] = {}
+        self._grace: dict[str, float] = {}  # seconds from SIGTERM to SIGKILL, by name
         self._lock = threading.Lock()
 
     @property
@@ -184,10 +185,12 @@ class Supervisor:
         env: Mapping[str, str] | None = None,
         ready: str | None = None,
         timeout: float = 10.0,
+        grace: float = 3.0,
     ) -> ProcRecord:
         """Start `argv` in `netns` (None: host namespace) with output to logs/<name>.log.
         With `ready`, wait until that text appears in the log (raises if the process dies
-        or `timeout` passes first)."""
+        or `timeout` passes first). Stopping it sends SIGTERM and, `grace` seconds later,
+        SIGKILL."""
         if name in self._children:
             raise ValueError(f"process {name} already running")
         log = state.log_dir(self.prefix, self.root) / f"{name}.log"
@@ -204,6 +207,7 @@ class Supervisor:
         record = ProcRecord(name, netns, proc.pid, start_time(proc.pid) or 0, tuple(argv), log)
         with self._lock:
             self._children[name] = (record, proc)
+            self._grace[name] = grace
             self._save()
         if ready is not None:
             self._wait_ready(name, ready, timeout)
@@ -219,16 +223,17 @@ class Supervisor:
                 raise RuntimeError(f"{name} did not become ready:\n{tail}")
             time.sleep(_POLL)
 
-    def stop(self, name: str, timeout: float = 3.0) -> None:
-        """SIGTERM the process group, SIGKILL it after `timeout`, reap it. Idempotent."""
+    def stop(self, name: str) -> None:
+        """SIGTERM the process group, SIGKILL it after its grace, reap it. Idempotent."""
         with self._lock:
             entry = self._children.pop(name, None)
+            grace = self._grace.pop(name, 0.0)
             self._save()
         if entry is None:
             return
         proc = entry[1]
         _signal_group(proc.pid, signal.SIGTERM)
-        if not _exited(proc.pid, timeout):
+        if not _exited(proc.pid, grace):
             _signal_group(proc.pid, signal.SIGKILL)
         # The leader is a zombie until reaped, so its group id cannot have been reused yet.
         _signal_group(proc.pid, signal.SIGKILL)

@@ -82,11 +82,16 @@ def down(
 # --- the lab's store ------------------------------------------------------------------------
 
 
-def with_store(handle: LabHandle, work: Callable[[ResourceStore[Resource]], Awaitable[T]]) -> T:
-    """Run `work` against the lab's store (its own event loop and connection)."""
+def with_store(
+    handle: LabHandle,
+    work: Callable[[ResourceStore[Resource]], Awaitable[T]],
+    timeout: float = 10.0,
+) -> T:
+    """Run `work` against the lab's store (its own event loop and connection); `timeout`
+    bounds each etcd request."""
 
     async def run() -> T:
-        store = await etcd.connect(handle.info.etcd)
+        store = await etcd.connect(handle.info.etcd, timeout=timeout)
         try:
             return await work(resource_store(store))
         finally:

@@ -31,7 +31,14 @@ from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 
 from egressgw.plan import ownership
-from egressgw.plan.dataplane import EgressRoute, GatewayPlan, NodePlan, RouteKind
+from egressgw.plan.dataplane import (
+    EgressRoute,
+    EgressTable,
+    GatewayPlan,
+    NodePlan,
+    RouteKind,
+    RoutingSettings,
+)
 
 MAIN_TABLE = 254
 HopOf = Callable[[IPv4Address], "Hop | None"]  # resolves a gateway to its next hop
@@ -163,6 +170,33 @@ def node_routing(plan: NodePlan, native_devices: Mapping[IPv4Address, str]) -> R
         # src_valid_mark: the RPF check of replies arriving on the tunnel sees their mark.
         sysctls=frozenset({MULTIPATH_HASH, Sysctl(conf(v.device, "src_valid_mark"), "1")}),
     )
+
+
+def held_tables(
+    state: RoutingState, settings: RoutingSettings, cluster: Iterable[IPv4Network]
+) -> dict[int, EgressTable]:
+    """The egress tables a node's routes stand for, by slot: what `node_routing` rendered,
+    without what it adds (the throws for `cluster` and the tables' gateways, the fallbacks).
+    A restarted agent plans from these, so it never changes a table it cannot see whole."""
+    by_slot: dict[int, list[Route]] = {}
+    for route in state.routes:
+        slot = settings.slot_of_table(route.table)
+        if slot is not None and route.metric == 0:
+            by_slot.setdefault(slot, []).append(route)
+    return {slot: EgressTable(slot, tuple(_egress_routes(routes, cluster)))
+            for slot, routes in sorted(by_slot.items())}  # fmt: skip
+
+
+def _egress_routes(routes: Iterable[Route], cluster: Iterable[IPv4Network]) -> Iterable[EgressRoute]:
+    routes = list(routes)
+    direct = {*cluster, *(IPv4Network(h.gateway) for r in routes for h in r.hops)}
+    for route in routes:
+        if route.type is RouteType.UNICAST:
+            yield EgressRoute.via(route.destination, (h.gateway for h in route.hops))
+        elif route.type is RouteType.UNREACHABLE:
+            yield EgressRoute.unreachable(route.destination)
+        elif route.destination not in direct:
+            yield EgressRoute.throw(route.destination)
 
 
 def _node_rules(plan: NodePlan) -> Iterable[Rule]:

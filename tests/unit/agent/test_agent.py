@@ -83,21 +83,24 @@ def test_restart_adopts_slots_from_the_kernel(tmp_path: Path) -> None:
     assert nft.read() == before
 
 
-def test_a_gateway_set_change_keeps_the_table_slot(tmp_path: Path) -> None:
-    """Live connections carry their slot's mark: a new replica must not renumber the table."""
+def test_a_new_replica_gets_a_fresh_table_and_the_old_one_lingers(tmp_path: Path) -> None:
+    """Live connections carry their slot's mark: their table stays as it was, while new
+    connections get a table over both replicas (calc/linger.py)."""
     state = cluster({ann.SELECTOR: "egress-gateway == 'egw-2'"})
     a = agent(tmp_path)
     a.apply_state(state)
-    before = dict(a.slots)
+    (old,) = a.slots.values()
     gw = next(o for k, o in state.items() if k[2] == "egw-2-0")
     body = parsing.to_dict(gw)
     body["metadata"]["name"] = "egw-2-1"
     body["status"] = {"podIP": "10.99.8.9"}
     grown = {**state, ("Pod", "default", "egw-2-1"): parsing.from_dict(body)}
     a.apply_state(grown)
-    assert list(a.slots.values()) == list(before.values())
-    routes = [r for r in a.routing.read().routes if str(r.destination) == "0.0.0.0/0" and r.hops]
-    assert {str(h.gateway) for r in routes for h in r.hops} == {"10.99.8.8", "10.99.8.9"}
+    held = a.nft.read()
+    assert held is not None
+    ((*_, new),) = held.classifications
+    assert new != old
+    assert gateway_tables(a) == {1000 + old: {"10.99.8.8"}, 1000 + new: {"10.99.8.8", "10.99.8.9"}}
 
 
 def test_a_draining_gateway_keeps_its_old_table_for_live_connections(tmp_path: Path) -> None:
@@ -150,9 +153,10 @@ def gateway_tables(a: Agent) -> dict[int, set[str]]:
     return found
 
 
-def test_a_retired_table_goes_with_its_configuration_or_at_the_next_drain(tmp_path: Path) -> None:
-    """After a drain the old table serves the survivors' connections; it is released when the
-    pod stops using the configuration, or when another drain sets a newer table aside."""
+def test_a_retired_table_goes_with_its_configuration(tmp_path: Path) -> None:
+    """After a drain the old table serves the survivors' connections; so does the old table
+    after growth. Scaling back takes a retired table back when it holds exactly the new set.
+    All go when the pod stops using the configuration."""
     state = cluster({ann.SELECTOR: "egress-gateway == 'egw-2'"})
     gw = next(o for k, o in state.items() if k[2] == "egw-2-0")
 
@@ -172,6 +176,12 @@ def test_a_retired_table_goes_with_its_configuration_or_at_the_next_drain(tmp_pa
         a.apply_state({**base, **dict(pods), **client})
         return gateway_tables(a)
 
+    def live() -> int:
+        held = a.nft.read()
+        assert held is not None
+        ((*_, slot),) = held.classifications
+        return 1000 + int(slot)
+
     a = agent(tmp_path)
     apply(replica("egw-2-0", "10.99.8.8"), replica("egw-2-1", "10.99.8.9"))
     (first,) = a.slots.values()
@@ -179,14 +189,18 @@ def test_a_retired_table_goes_with_its_configuration_or_at_the_next_drain(tmp_pa
     tables = apply(replica("egw-2-1", "10.99.8.9"))  # egw-2-0 is gone
     assert tables[1000 + first] == {"10.99.8.8", "10.99.8.9"}  # retired, unchanged
     assert len(tables) == 2
+    survivor = live()
+    # A replica added: a fresh table for new connections, the survivor's lingers.
     tables = apply(replica("egw-2-1", "10.99.8.9"), replica("egw-2-2", "10.99.8.10"))
-    assert tables[1000 + first] == {"10.99.8.8", "10.99.8.9"} and len(tables) == 2
-    # The next drain sets the live table aside: the older retired one goes.
+    assert tables[1000 + first] == {"10.99.8.8", "10.99.8.9"} and tables[survivor] == {"10.99.8.9"}
+    assert tables[live()] == {"10.99.8.9", "10.99.8.10"} and len(tables) == 3
+    # Drained again: new connections go back to the survivor's table, which holds just that.
     tables = apply(replica("egw-2-1", "10.99.8.9"), replica("egw-2-2", "10.99.8.10", True))
-    assert sorted(tables.values(), key=len) == [{"10.99.8.9"}, {"10.99.8.9", "10.99.8.10"}]
-    # Drain over: the table set aside retires (egw-2-1 still exists)...
-    tables = apply(replica("egw-2-1", "10.99.8.9"))
-    assert sorted(tables.values(), key=len) == [{"10.99.8.9"}, {"10.99.8.9", "10.99.8.10"}]
+    assert live() == survivor and len(tables) == 3
+    tables = apply(replica("egw-2-1", "10.99.8.9"))  # drain over: every table stays
+    assert sorted(map(sorted, tables.values())) == [
+        ["10.99.8.10", "10.99.8.9"], ["10.99.8.8", "10.99.8.9"], ["10.99.8.9"]
+    ]
     # ...until netshoot stops using the configuration: then every table of it goes.
     assert apply(replica("egw-2-1", "10.99.8.9"), annotated=False) == {}
     assert a.slots == {}
@@ -196,3 +210,20 @@ def _unannotated(state: dict[ResKey, Resource]) -> Resource:
     body = parsing.to_dict(state[("Pod", "default", "netshoot")])
     body["metadata"]["annotations"] = {}
     return parsing.from_dict(body)
+
+
+def test_a_restarted_agent_keeps_a_lingering_table_and_changes_nothing(tmp_path: Path) -> None:
+    state = cluster({ann.SELECTOR: "egress-gateway == 'egw-2'"})
+    body = parsing.to_dict(state[("Pod", "default", "egw-2-0")])
+    body["metadata"]["name"] = "egw-2-1"
+    body["status"] = {"podIP": "10.99.8.9"}
+    grown = {**state, ("Pod", "default", "egw-2-1"): parsing.from_dict(body)}
+    first = agent(tmp_path)
+    first.apply_state(state)
+    first.apply_state(grown)  # a replica added: a fresh table, the old one lingers
+    before = gateway_tables(first)
+    assert sorted(map(sorted, before.values())) == [["10.99.8.8"], ["10.99.8.8", "10.99.8.9"]]
+    # A new agent over the same kernel state (the fakes keep it) adopts both tables.
+    again = Agent(first.config, first.nft, first.routing)
+    stats = again.apply_state(grown)
+    assert gateway_tables(again) == before and stats.changes == 0

@@ -154,8 +154,11 @@ def test_more_replicas_top_up_clients_below_their_cap_only() -> None:
     assert found == {"c00": {1}, "c01": {1}}
     grown = plan(view([gw(1), gw(2), *clients]), result)
     assert picks(grown) == {"c00": {1, 2}, "c01": {1}}
-    # The pod's table grew in place: its slot, and so its live connections, stay.
-    assert grown.slots[grown.classified[("default", "c00")]] == result.slots[result.classified[("default", "c00")]]
+    # Topped up, the pod's new connections get a fresh table over both; its old table
+    # lingers unchanged for its live connections (calc/linger.py).
+    old = result.slots[result.classified[("default", "c00")]]
+    assert grown.slots[grown.classified[("default", "c00")]] != old
+    assert [t.gateways for t in grown.plan.tables if t.slot == old] == [frozenset({IPv4Address("10.10.0.1")})]
 
 
 def test_a_terminating_gateway_that_is_not_picked_changes_nothing() -> None:

@@ -171,6 +171,12 @@ class ApiServer(kmock.KubernetesScaffold):
             if key[:2] == (group, plural) and namespace in (None, key[2])
         }
 
+    def resource_of(self, api_version: str, kind: str) -> Type | None:
+        """The resource serving `kind` in `api_version`, if the emulator holds that kind (a
+        custom kind once its CRD has been created); None for kinds it does not emulate."""
+        found = (t for t in self._types.values() if (t.api_version, t.kind) == (api_version, kind))
+        return next(found, None)
+
     def seed(self, group: str, plural: str, obj: Obj) -> Obj:
         """Create an object directly, as another client would."""
         t = self._types[(group, plural)]
