@@ -19,6 +19,7 @@ from typing import Any
 
 from egressgw.calc import annotations as ann
 from egressgw.calc import cluster, decision, snapshot
+from egressgw.calc.egressconfig import EgressConfig, Source
 from egressgw.model import parsing
 from egressgw.model.resourceset import ResourceSet
 
@@ -68,7 +69,7 @@ def _pod(i: int, annotations: dict[str, str]) -> dict[str, Any]:
             "spec": {"nodeName": f"node-{i % NODES}"}, "status": {"podIP": f"10.244.{i // 250}.{i % 250 + 1}"}}
 
 
-def full(resources: ResourceSet) -> tuple[float, cluster.ClusterView, dict[tuple[str, str], decision.EgressConfig]]:
+def full(resources: ResourceSet) -> tuple[float, cluster.ClusterView, dict[tuple[str, str], EgressConfig]]:
     start = time.perf_counter()
     view, _, problems = snapshot.view_of_manifests(resources)
     assert not problems, problems[:3]
@@ -82,7 +83,7 @@ def one_change(view: cluster.ClusterView, i: int) -> float:
     changed = view.with_workload(cluster.workload_from(pod))
     config = decision.egress_config(changed, changed.workloads[("ns-" + str(i % NAMESPACES), f"pod-{i}")])
     elapsed = time.perf_counter() - start
-    assert config.source is decision.Source.POD_POLICY
+    assert config.source is Source.POD_POLICY
     return elapsed
 
 

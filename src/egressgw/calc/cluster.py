@@ -150,7 +150,7 @@ class ClusterView:
     # a changed view shares its parent's per-node dicts and copies one before writing to it
     drafts: dict[str | None, dict[tuple[str, str], object]] = field(default_factory=dict)
     _own: set[str | None] = field(default_factory=set)  # the per-node draft dicts it may write
-    # each node's history-less maxNextHops assignment (node -> decision.NodeAssignment)
+    # each node's history-less maxNextHops assignment (node -> assignment.NodeAssignment)
     assignments: dict[str | None, object] = field(default_factory=dict)
     # node -> (an assignment of an earlier view, the pods changed since): the decision
     # derives the node's assignment from it rather than going over all the node's pods

@@ -1,6 +1,7 @@
 """The egress decision: for a workload and a destination, `gateway`, `direct` or `drop`.
 
-Pure. Reference semantics (calico-egress-gateway.md §3-§4):
+Pure: no I/O, clock or randomness. It decides one workload at a time, by the reference's
+semantics (calico-egress-gateway.md §3-§4):
 - precedence: pod policy > namespace policy > pod selector > namespace selector, never
   merged; `EnabledPerNamespace` ignores pod annotations, `Disabled` ignores everything;
 - a policy's rules match by longest prefix; a rule with no gateway is `direct`; a
@@ -8,105 +9,32 @@ Pure. Reference semantics (calico-egress-gateway.md §3-§4):
   a policy annotation that names a missing policy drops all egress;
 - without a namespaceSelector only gateways in the workload's own namespace qualify;
 - `gatewayPreference: PreferNodeLocal` keeps only gateways on the client's node if any;
-  `maxNextHops` keeps at most N, the least used on the client's node (calc/hops.py): a
-  capped pod's hops depend on the other pods of its node, so `node_configs` decides a
-  whole node at once (pods by (namespace, name), previous picks kept first), and
-  `egress_config` answers from the node's history-less assignment;
 - destinations inside the cluster (pods, services, nodes) never go through a gateway.
+`maxNextHops` keeps at most N candidates, which depends on the other pods of the client's
+node: this module does not pick. It drafts each pod's configuration with every candidate
+(an assignment.Draft) and hands a node's drafts to calc/assignment.py (`node_configs`);
+`egress_config` answers from the node's history-less assignment.
 """
 
 from __future__ import annotations
 
 import functools
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from itertools import chain
 
 from egressgw.calc import annotations as egress_annotations
+from egressgw.calc import assignment
 from egressgw.calc.annotations import GatewaySelection
+from egressgw.calc.assignment import Draft, NodeAssignment, Pick
 from egressgw.calc.cluster import ClusterView, Support, Workload
+from egressgw.calc.egressconfig import Action, EgressConfig, Hop, Route, Source
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
-from egressgw.calc.hops import Entry, Groups, HopPicker, PickKey, Picks, preference
+from egressgw.calc.hops import Picks, Pod, preference
 from egressgw.model import EgressGatewayPolicy, EgressGatewayRule
 from egressgw.model.policy import destination_network
 from egressgw.selector import SelectorParseError, parse
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
-
-
-class Action(StrEnum):
-    """What happens to a connection."""
-
-    GATEWAY = "gateway"
-    DIRECT = "direct"
-    DROP = "drop"
-
-
-class Source(StrEnum):
-    """Which annotation decided."""
-
-    POD_POLICY = "pod-policy"
-    NAMESPACE_POLICY = "namespace-policy"
-    POD_SELECTOR = "pod-selector"
-    NAMESPACE_SELECTOR = "namespace-selector"
-    NONE = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class Hop:
-    """A gateway pod used as a next hop."""
-
-    namespace: str
-    gateway: str  # the EgressGateway
-    pod: str
-    ip: IPv4Address
-    node: str | None
-    text: str = field(init=False, repr=False, compare=False)  # `ip` as text, for the ledger
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "text", str(self.ip))
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One destination range of a workload's egress configuration."""
-
-    destination: IPv4Network
-    rule: int | None  # index into the policy's rules; None for selector annotations
-    action: Action
-    hops: tuple[Hop, ...] = ()
-    description: str = ""
-    cap: int = 0  # maxNextHops (0: none): the hops are this pod's own subset
-    draining: tuple[IPv4Address, ...] = ()  # matched gateways left out because terminating
-
-    @property
-    def capped(self) -> bool:
-        """Does maxNextHops apply (the hops are this pod's own pick)?"""
-        return self.cap > 0
-
-
-@dataclass(frozen=True, slots=True)
-class EgressConfig:
-    """A workload's whole egress configuration: what to do per destination range."""
-
-    source: Source
-    policy: str | None
-    routes: tuple[Route, ...]  # longest prefix first
-    reason: str
-    problems: tuple[str, ...] = ()
-    identity: str = ""  # which policy or selection this is, whatever its gateways are now
-
-    def lookup(self, destination: IPv4Address) -> Route | None:
-        """The route for `destination` by longest-prefix match, or None (normal routing)."""
-        for route in self.routes:
-            if destination in route.destination:
-                return route
-        return None
-
-
 NO_EGRESS = EgressConfig(Source.NONE, None, (), "no egress annotation applies")
 
 
@@ -157,186 +85,52 @@ def egress_config(view: ClusterView, workload: Workload) -> EgressConfig:
     return found.config(workload.key) or found.newcomer(draft)
 
 
-@dataclass(slots=True)
-class NodeAssignment:
-    """The maxNextHops picks of the pods (with an address) on one node, made lazily: pods
-    pick in (namespace, name) order, and a question about one pod runs that order only as
-    far as that pod, and only in the groups of its capped routes (hops.Groups: the other
-    groups' picks cannot change its own). Configurations are built when asked for."""
-
-    drafts: Mapping[tuple[str, str], _Draft]
-    fixed: Counter[str] | None  # the usage by the routes that need no pick (None: no pick yet)
-    groups: Groups
-    picker: HopPicker  # its ledger: the fixed routes, the kept picks and the picks so far
-    kept: Mapping[tuple[str, str], Sequence[tuple[str, ...]]]  # per pending route
-    done: dict[str, int] = field(default_factory=dict)  # per group, how many have picked
-    picks: dict[Entry, tuple[str, ...]] = field(default_factory=dict)
-    built: dict[tuple[str, str], EgressConfig] = field(default_factory=dict)
-    memo: dict[tuple[int, frozenset[str]], Route] = field(default_factory=dict)  # see _apply
-
-    def config(self, pod: tuple[str, str]) -> EgressConfig | None:
-        """The configuration of `pod`, or None if it is not one of the node's."""
-        found = self.built.get(pod)
-        if found is None and (draft := self.drafts.get(pod)) is not None:
-            if not draft.pending:
-                return draft.config
-            found = self.built[pod] = _apply(draft, self._picks(draft), self.memo)
-        return found
-
-    def newcomer(self, draft: _Draft) -> EgressConfig:
-        """The configuration of a pod that is not (yet) one of the node's, as if it arrived now."""
-        for group, queue in self.groups.queues.items():
-            if queue:
-                self._advance(group, queue[-1])
-        picker = HopPicker(usage=defaultdict(int, self.picker.usage))
-        return _apply(draft, [picker.fill((), p.order, p.cap) for p in draft.pending], {})
-
-    def _picks(self, draft: _Draft) -> tuple[tuple[str, ...], ...]:
-        pod, picks = draft.workload.key, self.picks
-        for j, p in enumerate(draft.pending):
-            if (pod, j) not in picks:
-                self._advance(self.groups.group(p.order), (pod, j))
-        return tuple(picks[(pod, j)] for j in range(len(draft.pending)))
-
-    def _advance(self, group: str, until: Entry) -> None:
-        """The routes of `group` pick, in order, up to and including `until`."""
-        queue, at = self.groups.queues[group], self.done.get(group, 0)
-        drafts, kept, picks, fill = self.drafts, self.kept, self.picks, self.picker.fill
-        while at < len(queue):
-            entry = queue[at]
-            at += 1
-            p = drafts[entry[0]].pending[entry[1]]
-            held = kept.get(entry[0])
-            picks[entry] = fill(held[entry[1]] if held else (), p.order, p.cap)
-            if entry == until:
-                break
-        self.done[group] = at
-
-
 def node_configs(view: ClusterView, node: str | None, previous: Picks | None = None) -> NodeAssignment:
-    """The configurations of the pods (with an address) on `node`, capped routes picked together.
+    """The configurations of the pods (with an address) on `node`, capped routes picked
+    together (calc/assignment.py), keeping their `previous` picks that are still usable.
 
-    Usage counts every gateway route entry on the node. Each capped route first keeps its
-    `previous` picks (from the node's last computation, or read back from the kernel) that
-    are still usable; then, pod by pod in (namespace, name) order, it fills up to its cap
-    with the least-used other candidates. No history: every pod picks in that order."""
-    drafts, fixed, groups = _derived(view, node) or _node_drafts(view, node)
-    if not groups.queues:
-        return NodeAssignment(drafts, fixed, groups, HopPicker(), {})
-    if fixed is None:
-        fixed = Counter(chain.from_iterable(d.fixed() for d in drafts.values()))
-    picker = HopPicker(previous or {}, defaultdict(int, fixed))
-    kept = {d.workload.key: [picker.keep(p.key, p.order, p.cap) for p in d.pending]
-            for d in drafts.values() if d.pending} if previous else {}
-    return NodeAssignment(drafts, fixed, groups, picker, kept)
-
-
-Base = tuple[dict[tuple[str, str], "_Draft"], "Counter[str] | None", Groups]
-
-
-def _node_drafts(view: ClusterView, node: str | None) -> Base:
-    """The drafts of the pods (with an address) on `node`, their fixed usage (None if no
-    capped route needs it) and their capped routes grouped (in (namespace, name) order)."""
-    memo, drafts, groups = view.drafts.get(node, {}), {}, Groups()
-    for w in view.on_node(node):
-        d = memo.get(w.key)  # `_draft`, inlined: this loop runs over every pod of the node
-        if not (isinstance(d, _Draft) and d.workload is w):
-            d = _new_draft(view, w)
-        if w.ip is not None:
-            drafts[w.key] = d
-            for j, p in enumerate(d.pending):
-                groups.add((w.key, j), p.order)
-    if not groups.queues:
-        return drafts, None, groups
-    return drafts, Counter(chain.from_iterable(d.fixed() for d in drafts.values())), groups
-
-
-def _derived(view: ClusterView, node: str | None) -> Base | None:
-    """`_node_drafts` from an earlier view's assignment of `node` and the pods changed since
-    (`ClusterView.earlier`): only the changed pods are decided again."""
+    From an earlier view's assignment of the node, only the pods changed since are decided
+    again (`ClusterView.earlier`); else every pod of the node is."""
     base, changed = view.earlier.get(node, (None, frozenset()))
-    if not isinstance(base, NodeAssignment):
-        return None
-    drafts, groups = dict(base.drafts), base.groups.copy()
-    fixed = None if base.fixed is None else Counter(base.fixed)
-    for key in changed:
-        old = drafts.pop(key, None)
-        if old is not None:
-            if fixed is not None:
-                fixed.subtract(old.fixed())
-            for j, p in enumerate(old.pending):
-                groups.remove((key, j), p.order)
-        w = view.workloads.get(key)
-        if w is not None and w.node == node and w.ip is not None:
-            d = drafts[key] = _draft(view, w)
-            if fixed is not None:
-                fixed.update(d.fixed())
-            for j, p in enumerate(d.pending):
-                groups.add((key, j), p.order)
-    return drafts, fixed, groups
+    if isinstance(base, NodeAssignment):
+        return assignment.derived(base, {key: _draft_on(view, key, node) for key in changed}, previous)
+    return assignment.assign(_node_drafts(view, node), previous)
 
 
-@dataclass(frozen=True, slots=True)
-class _Pick:
-    """A capped route with more candidates than its cap: what picking needs, computed once."""
-
-    index: int  # in the configuration's routes
-    cap: int
-    key: PickKey
-    order: tuple[str, ...]  # the candidates' addresses, in the client's tie-break order
-
-
-@dataclass(slots=True)
-class _Draft:
-    """A workload's configuration before maxNextHops: capped routes hold every candidate."""
-
-    workload: Workload
-    config: EgressConfig
-    pending: tuple[_Pick, ...]
-    _fixed: tuple[str, ...] | None = None
-
-    def fixed(self) -> tuple[str, ...]:
-        """The hops of its routes that need no pick (for the usage ledger)."""
-        if self._fixed is None:
-            picked = {p.index for p in self.pending}
-            self._fixed = tuple(h.text for i, r in enumerate(self.config.routes)
-                                if i not in picked and r.action is Action.GATEWAY for h in r.hops)
-        return self._fixed
+def _node_drafts(view: ClusterView, node: str | None) -> dict[Pod, Draft]:
+    """The drafts of the pods (with an address) on `node`, in (namespace, name) order."""
+    memo, drafts = view.drafts.get(node, {}), {}
+    for w in view.on_node(node):
+        if w.ip is None:
+            continue
+        d = memo.get(w.key)  # `_draft`, inlined: this loop runs over every pod of the node
+        drafts[w.key] = d if isinstance(d, Draft) and d.workload is w else _new_draft(view, w)
+    return drafts
 
 
-def _draft(view: ClusterView, workload: Workload) -> _Draft:
+def _draft_on(view: ClusterView, key: Pod, node: str | None) -> Draft | None:
+    """The draft of pod `key` if it is on `node` with an address, else None."""
+    w = view.workloads.get(key)
+    return _draft(view, w) if w is not None and w.node == node and w.ip is not None else None
+
+
+def _draft(view: ClusterView, workload: Workload) -> Draft:
     found = view.draft(workload)
-    if isinstance(found, _Draft) and found.workload is workload:
+    if isinstance(found, Draft) and found.workload is workload:
         return found
     return _new_draft(view, workload)
 
 
-def _new_draft(view: ClusterView, workload: Workload) -> _Draft:
+def _new_draft(view: ClusterView, workload: Workload) -> Draft:
     config = _config(view, workload)
     pending = []
     for i, route in enumerate(config.routes):
         if 0 < route.cap < len(route.hops):
             key = (workload.key, config.identity, str(route.destination))
-            pending.append(_Pick(i, route.cap, key, preference(workload.key, [h.text for h in route.hops])))
-    draft = _Draft(workload, config, tuple(pending))
+            pending.append(Pick(i, route.cap, key, preference(workload.key, [h.text for h in route.hops])))
+    draft = Draft(workload, config, tuple(pending))
     view.remember(workload, draft)
     return draft
-
-
-def _apply(draft: _Draft, picks: Sequence[tuple[str, ...]], memo: dict[tuple[int, frozenset[str]], Route]) -> EgressConfig:
-    """`draft` with its picks; `memo` shares the picked routes (id of the route with every
-    candidate, picks) between the pods of a node, as the unpicked ones are shared."""
-    routes = list(draft.config.routes)
-    for pick, chosen in zip(draft.pending, picks, strict=True):
-        r = routes[pick.index]
-        key = (id(r), frozenset(chosen))
-        found = memo.get(key)
-        if found is None:
-            hops = tuple(h for h in r.hops if h.text in chosen)
-            found = memo[key] = Route(r.destination, r.rule, r.action, hops, r.description, r.cap, r.draining)
-        routes[pick.index] = found
-    c = draft.config
-    return EgressConfig(c.source, c.policy, tuple(routes), c.reason, c.problems, c.identity)
 
 
 def _config(view: ClusterView, workload: Workload) -> EgressConfig:

@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from egressgw.calc import decision, linger
 from egressgw.calc.cluster import ClusterView, Workload
+from egressgw.calc.egressconfig import Action, EgressConfig
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
 from egressgw.calc.hops import PickKey, Picks
 from egressgw.model import Node
@@ -75,7 +76,7 @@ class NodeResult:
     maintenance: Mapping[tuple[str, str], IPv4Address]
 
 
-def config_key(config: decision.EgressConfig) -> ConfigKey:
+def config_key(config: EgressConfig) -> ConfigKey:
     """The stable identity of a configuration (see ConfigKey); () when it steers nothing."""
     if not config.routes:
         return ()
@@ -85,7 +86,7 @@ def config_key(config: decision.EgressConfig) -> ConfigKey:
     ))
 
 
-def adopted_key(config: decision.EgressConfig, held: Mapping[IPv4Network, Iterable[IPv4Address]]) -> ConfigKey:
+def adopted_key(config: EgressConfig, held: Mapping[IPv4Network, Iterable[IPv4Address]]) -> ConfigKey:
     """The key of `config` with its capped routes' hops as a kernel table holds them (`held`:
     destination -> gateways): what the pod was classified under before a restart."""
     if not config.routes:
@@ -115,13 +116,13 @@ def _hop_key(hops: Iterable[IPv4Address]) -> tuple[str, ...]:
     return tuple(str(ip) for ip in sorted(hops))
 
 
-def table_routes(config: decision.EgressConfig) -> tuple[dp.EgressRoute, ...]:
+def table_routes(config: EgressConfig) -> tuple[dp.EgressRoute, ...]:
     """The kernel routes of an egress configuration, in a canonical order."""
     routes = []
     for route in config.routes:
-        if route.action is decision.Action.GATEWAY:
+        if route.action is Action.GATEWAY:
             routes.append(dp.EgressRoute.via(route.destination, (h.ip for h in route.hops)))
-        elif route.action is decision.Action.DROP:
+        elif route.action is Action.DROP:
             routes.append(dp.EgressRoute.unreachable(route.destination))
         else:
             routes.append(dp.EgressRoute.throw(route.destination))
@@ -155,7 +156,7 @@ def node_plan(
     assignment = decision.node_configs(view, node.name, previous_picks(history))
     wanted: dict[tuple[str, str], ConfigKey] = {}
     content: dict[ConfigKey, tuple[dp.EgressRoute, ...]] = {}
-    keys: dict[int, tuple[decision.EgressConfig, ConfigKey]] = {}  # shared configs: once
+    keys: dict[int, tuple[EgressConfig, ConfigKey]] = {}  # shared configs: once
     for w in local:
         config = assignment.config(w.key)
         assert config is not None  # every pod with an address on the node has one

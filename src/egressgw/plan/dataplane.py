@@ -29,7 +29,7 @@ IFNAMSIZ = 16  # kernel interface names are at most 15 bytes
 
 
 class RouteKind(StrEnum):
-    """What a destination range of an egress configuration does (calc.decision.Action)."""
+    """What a destination range of an egress configuration does (calc.egressconfig.Action)."""
 
     VIA = "via"  # through the gateways (GATEWAY)
     THROW = "throw"  # leave the table: normal routing (DIRECT)

@@ -8,7 +8,8 @@ from ipaddress import IPv4Address
 import pytest
 
 from egressgw.calc import annotations as ann
-from egressgw.calc.decision import Action, Source, decide, egress_config
+from egressgw.calc.decision import decide, egress_config
+from egressgw.calc.egressconfig import Action, Source
 from tests.unit.calc.scenario import client, felix, namespace, view
 
 RED = "egress-code == 'red'"
