@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import statistics
 import sys
@@ -79,7 +80,8 @@ def main() -> None:
         finally:
             handle.down()
     p50 = statistics.median(samples)
-    p99 = statistics.quantiles(samples, n=100)[98] if len(samples) >= 2 else samples[0]
+    # Nearest rank, as bench/failover.py: never above the largest sample (with 40 samples, the max).
+    p99 = sorted(samples)[math.ceil(0.99 * len(samples)) - 1]
     print(f"annotation -> new source seen: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
           f"max {max(samples) * 1000:.0f} ms over {len(samples)} changes (goal p99 <= 250 ms: {p99 / 0.25:.2f}x)")
     print(json.dumps({"changes": len(samples), "p50_ms": round(p50 * 1000, 1), "p99_ms": round(p99 * 1000, 1),
