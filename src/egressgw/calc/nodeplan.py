@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from egressgw.calc import decision, linger
+from egressgw.calc.assignment import NodeAssignment
 from egressgw.calc.cluster import ClusterView, Workload
 from egressgw.calc.egressconfig import Action, EgressConfig
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
@@ -154,45 +155,80 @@ def node_plan(
     local = [w for w in view.on_node(node.name) if w.ip is not None]
     history = before.classified if before is not None else adopted or {}
     assignment = decision.node_configs(view, node.name, previous_picks(history))
-    wanted: dict[tuple[str, str], ConfigKey] = {}
-    content: dict[ConfigKey, tuple[dp.EgressRoute, ...]] = {}
-    keys: dict[int, tuple[EgressConfig, ConfigKey]] = {}  # shared configs: once
-    for w in local:
-        config = assignment.config(w.key)
-        assert config is not None  # every pod with an address on the node has one
-        known = keys.get(id(config))
-        if known is None or known[0] is not config:
-            known = keys[id(config)] = (config, config_key(config))
-        key = known[1]
-        if key:
-            wanted[w.key] = key
-            if key not in content:
-                content[key] = table_routes(config)
+    wanted, users, content = _configurations(local, assignment)
+    distinct = list(content)  # the wanted keys, each once, as the very objects `wanted` holds
     draining = {w.ip for w in view.workloads.values() if w.terminating and w.ip is not None}
-    present = {w.ip for w in view.workloads.values() if w.ip is not None}
     held = before.tables if before is not None else {}
+    present = _present(view) if any(isinstance(k, linger.Aside) for k in held) else set()
     lingering, previous = linger.drained(held, content, draining, present, previous)
-    distinct = [k for _, k in keys.values()]
     previous = _carried(history, wanted, distinct, previous)
     previous = linger.grown(held, content, lingering, previous)
     previous = linger.revived(content, lingering, draining, previous)
-    linger.bound(lingering, draining, len({k for k in distinct if k}), routing.capacity)
-    slots = dp.assign_slots([*wanted.values(), *lingering], previous, routing.capacity)
+    linger.bound(lingering, draining, len(distinct), routing.capacity)
+    slots = dp.assign_slots([*distinct, *lingering], previous, routing.capacity)
+    unslotted = {id(k) for k in distinct if k not in slots}
     problems = [f"{ns}/{name}: no free egress slot on {node.name} (capacity {routing.capacity})"
-                for (ns, name), key in sorted(wanted.items()) if key not in slots]
-    by_key = {w.key: w for w in local}
+                for (ns, name), key in sorted(wanted.items()) if id(key) in unslotted] if unslotted else []
     classifications = tuple(
-        dp.Classification(calico_ifname(*pod), _ip(by_key[pod]), slots[key])
-        for pod, key in sorted(wanted.items()) if key in slots
+        dp.Classification(calico_ifname(w.namespace, w.name), _ip(w), slot)
+        for key, pods in zip(distinct, users, strict=True) if (slot := slots.get(key)) is not None
+        for w in pods
     )
     content.update({k: t.routes for k, t in lingering.items()})
-    used = {slots[k] for k in [*wanted.values(), *lingering] if k in slots}
+    used = {slots[k] for k in [*distinct, *lingering] if k in slots}
     tables = {key: dp.EgressTable(slot, content[key]) for key, slot in slots.items() if slot in used}
     plan = dp.NodePlan(routing, view.internal, tuple(tables.values()), classifications, vxlan)
     gateways = {w.key: gateway_plan(w, node, nodes, vxlan) for w in local if GATEWAY_ANNOTATION in w.annotations}
     maintenance = _maintenance(before, lingering, draining)
     return NodeResult(plan, gateways, {k: v for k, v in slots.items() if v in used},
                       tuple(problems), tables, wanted, maintenance)
+
+
+def _configurations(
+    local: Sequence[Workload], assignment: NodeAssignment
+) -> tuple[dict[tuple[str, str], ConfigKey], list[list[Workload]], dict[ConfigKey, tuple[dp.EgressRoute, ...]]]:
+    """Each local pod's configuration key (pods that steer nothing left out); per distinct
+    key, in order of first use, its table's routes (`content`) and its pods.
+
+    Pods share configuration objects, and configurations share keys: a key is computed
+    once per configuration object, and equal keys are one object (the one in `content`),
+    so the per-pod work is a lookup by identity."""
+    wanted: dict[tuple[str, str], ConfigKey] = {}
+    content: dict[ConfigKey, tuple[dp.EgressRoute, ...]] = {}
+    groups: dict[ConfigKey, tuple[ConfigKey, list[Workload]]] = {}
+    known: dict[int, tuple[EgressConfig, ConfigKey, list[Workload] | None]] = {}
+    for w in local:
+        config = assignment.config(w.key)
+        assert config is not None  # every pod with an address on the node has one
+        found = known.get(id(config))
+        if found is None or found[0] is not config:
+            found = known[id(config)] = _group(config, content, groups)
+        if found[2] is not None:
+            wanted[w.key] = found[1]
+            found[2].append(w)
+    return wanted, [pods for _, pods in groups.values()], content
+
+
+def _group(
+    config: EgressConfig,
+    content: dict[ConfigKey, tuple[dp.EgressRoute, ...]],
+    groups: dict[ConfigKey, tuple[ConfigKey, list[Workload]]],
+) -> tuple[EgressConfig, ConfigKey, list[Workload] | None]:
+    """`config`, its key (the very object of an equal key met before) and that key's pods
+    (None: it steers nothing)."""
+    key = config_key(config)
+    if not key:
+        return config, key, None
+    found = groups.get(key)
+    if found is None:
+        found = groups[key] = (key, [])
+        content[key] = table_routes(config)
+    return config, found[0], found[1]
+
+
+def _present(view: ClusterView) -> set[IPv4Address]:
+    """The addresses of every pod (asked for only when a set-aside table may retire)."""
+    return {w.ip for w in view.workloads.values() if w.ip is not None}
 
 
 def restarted(
@@ -220,10 +256,10 @@ def _carried(
     configuration its first pod moved to when only maxNextHops picks differ. (`distinct`:
     the wanted keys, each once, as the very objects `wanted` holds.)"""
     fresh = {id(k) for k in distinct if k and k not in previous}
-    if not fresh:
+    used = set(distinct)
+    if not fresh or all(k in used for k in previous):  # nothing to move, or no slot to free
         return dict(previous)
     slots = dict(previous)
-    used = set(distinct)
     for pod in sorted(pod for pod, key in wanted.items() if id(key) in fresh):
         key, old = wanted[pod], history.get(pod)
         if old and old in slots and old not in used and key not in slots and linger.shape(old) == linger.shape(key):
