@@ -73,11 +73,13 @@ def group_sizes(netns: str) -> list[int]:
 
 def touch_every_bucket(netns: str, target: IPv4Address, flows: int = 2000) -> None:
     """Steady load as the kernel sees it: one UDP datagram from each of `flows` source ports,
-    so every bucket of the client's nexthop group has just been used (none is idle)."""
+    so every bucket of the client's nexthop group has just been used (none is idle). To the
+    discard port, where nothing listens: a burst to the echo port would overflow the echo
+    server's socket buffer and drop the long UDP flows' own datagrams."""
     script = ("import socket, sys\n"
               "for _ in range(int(sys.argv[2])):\n"
               "    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:\n"
-              "        s.sendto(b'x', (sys.argv[1], 7))\n")  # fmt: skip
+              "        s.sendto(b'x', (sys.argv[1], 9))\n")  # fmt: skip
     subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", script, str(target), str(flows)],
                    check=True)  # fmt: skip
 
