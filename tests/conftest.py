@@ -6,8 +6,11 @@ parallel runs never collide, and removed afterwards even when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,3 +51,44 @@ def netns() -> Iterator[str]:
 def run_prefix() -> str:
     """The per-run prefix that every namespace a test creates must start with."""
     return RUN_PREFIX
+
+
+def _leftovers() -> tuple[list[int], list[str]]:
+    """Processes whose command line names this run's prefix, and this run's namespaces."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if RUN_PREFIX.encode() in cmdline and status[status.rindex(")") + 2] != "Z":
+            pids.append(int(entry.name))
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return pids, [line.split()[0] for line in out.splitlines() if line.startswith(RUN_PREFIX)]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The network-safety rule, checked: a run leaves no process or namespace behind. What is
+    left is removed, named, and fails the run."""
+    if not _is_root():
+        return
+    deadline = time.monotonic() + 5  # processes being stopped as the last fixtures end
+    while any(_leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids, namespaces = _leftovers()
+    if not (pids or namespaces):
+        return
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for name in namespaces:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+    writer = session.config.get_terminal_writer()
+    writer.line()
+    writer.line(
+        f"LEFT BEHIND by this run (now removed): processes {pids}, namespaces {namespaces}", red=True
+    )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

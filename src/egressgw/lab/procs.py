@@ -228,7 +228,6 @@ class Supervisor:
         with self._lock:
             entry = self._children.pop(name, None)
             grace = self._grace.pop(name, 0.0)
-            self._save()
         if entry is None:
             return
         proc = entry[1]
@@ -238,6 +237,10 @@ class Supervisor:
         # The leader is a zombie until reaped, so its group id cannot have been reused yet.
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
+        # Only now off the record: if this process is killed while stopping it, whoever
+        # cleans up after us (kill_recorded) still finds it.
+        with self._lock:
+            self._save()
 
     def stop_all(self) -> None:
         """Stop everything, the last started first (servers outlive their clients)."""
