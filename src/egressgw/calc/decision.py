@@ -18,7 +18,6 @@ node: this module does not pick. It drafts each pod's configuration with every c
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
@@ -31,7 +30,6 @@ from egressgw.calc.egressconfig import Action, EgressConfig, Hop, Route, Source
 from egressgw.calc.gateways import GATEWAY_ANNOTATION
 from egressgw.calc.hops import Picks, Pod, preference
 from egressgw.model import EgressGatewayPolicy, EgressGatewayRule
-from egressgw.model.policy import destination_network
 from egressgw.selector import SelectorParseError, parse
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
@@ -244,8 +242,7 @@ def _policy_route(
     view: ClusterView, workload: Workload, policy: str, index: int, rule: EgressGatewayRule
 ) -> Route:
     description = rule.description or ""
-    destination = rule.destination_cidr if rule.destination is None or rule.destination.cidr is None else (
-        _destination(rule.destination.cidr))
+    destination = rule.destination_cidr
     if rule.gateway is None:
         return Route(destination, index, Action.DIRECT, (), description)
     try:
@@ -271,13 +268,6 @@ def _policy_route(
     if shared:
         view.routes[memo_key] = route
     return route
-
-
-@functools.lru_cache(maxsize=8192)
-def _destination(cidr: str) -> IPv4Network:
-    """`EgressGatewayRule.destination_cidr` for a written destination: parsed once per text,
-    as a new policy's routes are decided per pod until they are shared (~9 us a parse)."""
-    return destination_network(cidr)
 
 
 def _missing_policy(level: Source, name: str, problems: tuple[str, ...]) -> EgressConfig:

@@ -21,14 +21,12 @@ from egressgw.cli.lab import (
     PrefixOption,
     _fail,
     _handle,
+    _on_lab,
     _progress,
     app,
     demo_app,
 )
-from egressgw.lab import chaos, demo_ha, procs, scenarios
-from egressgw.lab import registry as lab_registry
-from egressgw.lab import running as lab_running
-from egressgw.lab import up as lab_up
+from egressgw.lab import chaos, demo_ha
 
 PodArgument = Annotated[str, typer.Argument(help="The gateway pod: NAMESPACE/NAME or NAME.")]
 HealOption = Annotated[bool, typer.Option("--heal", help="Undo the fault instead.")]
@@ -100,29 +98,15 @@ def demo_ha_command(
 ) -> None:
     """Two replicas of egw-1, a stream of connections from netshoot, kill one replica:
     the timeline of what the echo service saw, the failover time, the flows lost."""
-    owned: list[lab_running.LabHandle] = []
+    _on_lab("aws", None, prefix, keep, lambda handle: _show(demo_ha.ha_demo(handle, _progress), output))
 
-    def cleanup() -> None:
-        for handle in owned if not keep else ():
-            handle.down()
 
-    with procs.guarded(cleanup):
-        if prefix is None and not lab_registry.labs():
-            try:
-                owned.append(handle := lab_up.up(scenarios.AWS, progress=_progress))
-            except (RuntimeError, TimeoutError, OSError) as err:
-                raise _fail(f"the lab did not come up and was taken down again: {err}") from None
-        else:
-            handle = _handle(prefix)
-        if handle.info.scenario != "aws":
-            raise _fail(f"lab {handle.prefix} runs {handle.info.scenario}, not aws")
-        result = demo_ha.ha_demo(handle, _progress)
+def _show(result: demo_ha.HaDemo, output: Output) -> bool:
     if output is Output.JSON:
         typer.echo(json.dumps(result.as_dict(), indent=2))
     else:
         _render(result)
-    if not result.ok:
-        raise typer.Exit(1)
+    return result.ok
 
 
 def _bar(count: int, style: str) -> str:

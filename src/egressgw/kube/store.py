@@ -48,7 +48,7 @@ from egressgw.store.base import (
     Event,
     EventType,
     Item,
-    Put,
+    SingleWrites,
     Snapshot,
     StoreError,
     Unavailable,
@@ -65,7 +65,7 @@ _TOO_OLD = re.compile(r"\((\d+)\)")
 _STATE_ATTEMPTS = 32  # a state transaction retries on 409 while its own conditions hold
 
 
-class KubeStore:
+class KubeStore(SingleWrites):
     """A Store over a Kubernetes cluster; `namespace` holds the state ConfigMap."""
 
     def __init__(
@@ -125,12 +125,6 @@ class KubeStore:
         return [i for i in items if i.key.startswith(prefix)], int(rev)
 
     # -- writes -------------------------------------------------------------------------------
-
-    async def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
-        return await self.commit([Put(key, value, expect)])
-
-    async def delete(self, key: str, *, expect: int | None = None) -> int:
-        return await self.commit([Delete(key, expect)])
 
     async def commit(self, writes: Sequence[Write]) -> int:
         check_writes(writes)

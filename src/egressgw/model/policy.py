@@ -6,6 +6,7 @@ What the rules mean for a workload (longest prefix match, empty sets) is the dec
 
 from __future__ import annotations
 
+import functools
 from ipaddress import IPv4Network
 from typing import Annotated, ClassVar, Literal
 
@@ -17,6 +18,7 @@ from egressgw.model.meta import Frozen, Resource
 DEFAULT_DESTINATION = IPv4Network("0.0.0.0/0")
 
 
+@functools.lru_cache(maxsize=8192)  # the decision asks once per rule and pod (~9 us a parse)
 def destination_network(text: str) -> IPv4Network:
     """An IPv4 destination as a policy writes it: a CIDR or a bare IP (= /32)."""
     network = parse_cidr(text, allow_bare_ip=True)

@@ -148,6 +148,19 @@ class Store(Protocol):
         """Release connections; later calls and open watches raise Unavailable."""
 
 
+class SingleWrites:
+    """`put` and `delete` as one-write commits, for a Store that implements `commit`."""
+
+    async def commit(self, writes: Sequence[Write]) -> int:
+        raise NotImplementedError
+
+    async def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
+        return await self.commit([Put(key, value, expect)])
+
+    async def delete(self, key: str, *, expect: int | None = None) -> int:
+        return await self.commit([Delete(key, expect)])
+
+
 def check_key(key: str) -> None:
     if not key:
         raise ValueError("empty key")

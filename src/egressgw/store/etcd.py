@@ -25,11 +25,11 @@ from aetcd import rpc
 
 from egressgw.store.base import (
     Compacted,
-    Delete,
     Event,
     EventType,
     Item,
     Put,
+    SingleWrites,
     Snapshot,
     Unavailable,
     Write,
@@ -96,7 +96,7 @@ def _unavailable(err: Exception) -> Unavailable:
     return Unavailable(f"etcd: {err!r}")
 
 
-class EtcdStore:
+class EtcdStore(SingleWrites):
     """A Store backed by one etcd endpoint ("127.0.0.1:2379"). Create it inside the event
     loop that will use it (gRPC channels are bound to their loop), or use `connect()`."""
 
@@ -152,12 +152,6 @@ class EtcdStore:
             raise Unavailable("etcd closed the watch stream")
         finally:
             call.cancel()
-
-    async def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
-        return await self.commit([Put(key, value, expect)])
-
-    async def delete(self, key: str, *, expect: int | None = None) -> int:
-        return await self.commit([Delete(key, expect)])
 
     async def commit(self, writes: Sequence[Write]) -> int:
         check_writes(writes)

@@ -15,11 +15,11 @@ from collections.abc import AsyncGenerator, Sequence
 
 from egressgw.store.base import (
     Compacted,
-    Delete,
     Event,
     EventType,
     Item,
     Put,
+    SingleWrites,
     Snapshot,
     Unavailable,
     Write,
@@ -30,7 +30,7 @@ from egressgw.store.base import (
 )
 
 
-class MemoryStore:
+class MemoryStore(SingleWrites):
     """A Store held in a dict; revisions start at 1 like a fresh etcd."""
 
     def __init__(self) -> None:
@@ -79,12 +79,6 @@ class MemoryStore:
                     await wake.wait()
         finally:
             self._waiters.discard(wake)
-
-    async def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
-        return await self.commit([Put(key, value, expect)])
-
-    async def delete(self, key: str, *, expect: int | None = None) -> int:
-        return await self.commit([Delete(key, expect)])
 
     async def commit(self, writes: Sequence[Write]) -> int:
         await self._checkpoint()
